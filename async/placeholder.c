@@ -1,0 +1,1 @@
+int async_placeholder;

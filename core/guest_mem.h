@@ -1,0 +1,79 @@
+/*
+ * Guest physical memory: one memfd, sealed against shrinking and growing once
+ * sized, mapped MAP_SHARED so device processes can map the same pages.
+ * Regions are disjoint and sorted by guest address; translation succeeds only
+ * when a whole (gpa, len) range lies inside one region.
+ */
+#ifndef RINGVM_CORE_GUEST_MEM_H
+#define RINGVM_CORE_GUEST_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GUEST_MEM_MAX_REGIONS 4
+
+struct guest_region {
+	uint64_t gpa;      /* first guest-physical address */
+	uint64_t size;     /* bytes */
+	uint64_t fd_off;   /* offset of this region inside the memfd */
+	uint8_t *host;     /* host mapping of the region */
+};
+
+struct guest_mem {
+	int memfd;          /* -1 for memory not backed by a memfd (tests) */
+	uint8_t *map;       /* whole memfd mapping (regions point into it) */
+	uint64_t map_size;  /* bytes mapped at map == total RAM */
+	unsigned nregions;
+	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/*
+ * Host pointer for [gpa, gpa+len) or NULL when any byte of it is outside a
+ * single RAM region or the range wraps. len 0 is valid inside a region (and at
+ * its very end). Lock-free and allocation-free: used on every device hot path.
+ */
+static inline void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct guest_region *r = &m->regions[i];
+		if (gpa < r->gpa)
+			return NULL; /* sorted: gpa lies in a hole */
+		uint64_t off = gpa - r->gpa;
+		if (off > r->size)
+			continue;
+		if (len > r->size - off)
+			return NULL; /* runs past the end of the region (or wraps) */
+		return r->host + off;
+	}
+	return NULL;
+}
+
+/* True when [gpa, gpa+len) lies inside one RAM region. */
+static inline int guest_mem_valid(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	return guest_mem_ptr(m, gpa, len) != NULL;
+}
+
+/*
+ * Create guest RAM of ram_size bytes laid out by arch_ram_layout() (RAM below
+ * the 32-bit PCI hole, the rest above 4 GiB), backed by one sealed memfd.
+ * Returns 0 or -errno (-EINVAL for a size of 0 or not a multiple of 4 KiB).
+ */
+int guest_mem_create(struct guest_mem *m, uint64_t ram_size) __attribute__((warn_unused_result));
+
+/*
+ * Build a guest_mem over an existing sealed memfd (a device process maps the
+ * memfd it was handed). The layout is recomputed from the memfd's size.
+ */
+int guest_mem_map_fd(struct guest_mem *m, int memfd) __attribute__((warn_unused_result));
+
+/* Unmap and close. Safe on a zeroed struct. */
+void guest_mem_destroy(struct guest_mem *m);
+
+/* Total RAM in bytes. */
+static inline uint64_t guest_mem_size(const struct guest_mem *m)
+{
+	return m->map_size;
+}
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * VM assembly and lifetime: KVM, RAM, kernel, legacy devices, vCPUs; then the
+ * main thread waits for a stop request (guest reset, error, signal) and tears
+ * everything down in reverse order. Exit codes are enum vm_exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86_64/boot.h"
+#include "arch/x86_64/layout.h"
+#include "core/kvm.h"
+#include "core/log.h"
+#include "core/vcpu.h"
+#include "core/vm.h"
+#include "core/vm_legacy.h"
+
+static int stop_fd_for_signals = -1;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void vm_request_stop(struct vm *vm, int code, const char *reason)
+{
+	bool was = atomic_exchange(&vm->stopping, true);
+	if (!was) {
+		atomic_store(&vm->exit_code, code);
+		if (reason)
+			log_msg(code == VM_EXIT_OK ? LOG_INFO : LOG_ERROR, "%s", reason);
+	}
+	uint64_t one = 1;
+	ssize_t w = write(vm->stop_fd, &one, sizeof(one));
+	(void)w; /* the counter cannot overflow with one write per stop path */
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	uint64_t one = 1;
+	ssize_t w = write(stop_fd_for_signals, &one, sizeof(one));
+	(void)w;
+}
+
+static int install_signals(struct vm *vm)
+{
+	stop_fd_for_signals = vm->stop_fd;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 ||
+	    sigaction(SIGHUP, &sa, NULL) < 0)
+		return -errno;
+	/* A closed stdout must not kill the VMM mid-write; errors are handled instead. */
+	signal(SIGPIPE, SIG_IGN);
+	return vcpu_signal_init();
+}
+
+static int load_kernel(struct vm *vm, struct x86_boot_info *info)
+{
+	char err[256] = "";
+	struct x86_boot_config bc = {
+		.kernel_path = vm->cfg->kernel,
+		.initrd_path = vm->cfg->initrd,
+		.cmdline = vm->cfg->cmdline ? vm->cfg->cmdline : "",
+		.ncpus = vm->ncpus,
+	};
+	int r = x86_load(&vm->mem, &bc, info, err, sizeof(err));
+	if (r < 0)
+		log_error("%s", err[0] ? err : strerror(-r));
+	else
+		log_info("loaded %s kernel %s, entry 0x%llx", info->format, vm->cfg->kernel,
+			 (unsigned long long)info->entry);
+	return r;
+}
+
+static void stop_vcpus(struct vm *vm)
+{
+	atomic_store(&vm->stopping, true);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+}
+
+/* Wait until a stop request or a signal; a signal stops the VM with status 0. */
+static void wait_for_stop(struct vm *vm)
+{
+	for (;;) {
+		uint64_t v;
+		ssize_t n = read(vm->stop_fd, &v, sizeof(v));
+		if (n == sizeof(v))
+			break;
+		if (n < 0 && errno != EINTR)
+			break;
+	}
+	if (!atomic_load(&vm->stopping))
+		vm_request_stop(vm, VM_EXIT_OK, "stopped by signal");
+}
+
+static int check_cpus(struct vm *vm)
+{
+	int max = kvm_max_vcpus(vm->kvm_fd);
+	if ((int)vm->ncpus > max) {
+		log_error("--cpus %u: KVM allows at most %d vCPUs", vm->ncpus, max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vm_run(const struct vm_config *cfg)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct x86_boot_info info;
+	int code = VM_EXIT_ERROR;
+	if (!vm) {
+		log_error("out of memory");
+		return VM_EXIT_ERROR;
+	}
+	vm->cfg = cfg;
+	vm->start_ns = now_ns();
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->serial_out_fd = -1;
+	vm->ncpus = cfg->ncpus;
+	vm->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (vm->stop_fd < 0) {
+		log_error("eventfd: %s", strerror(errno));
+		goto out_free;
+	}
+	if (install_signals(vm) < 0) {
+		log_error("cannot install signal handlers: %s", strerror(errno));
+		goto out_stopfd;
+	}
+	if (kvm_init_vm(vm) < 0)
+		goto out_kvm;
+	if (check_cpus(vm) < 0) {
+		code = VM_EXIT_USAGE;
+		goto out_kvm;
+	}
+	int r = guest_mem_create(&vm->mem, cfg->mem_mib << 20);
+	if (r < 0) {
+		log_error("cannot create %llu MiB of guest RAM: %s",
+			  (unsigned long long)cfg->mem_mib, strerror(-r));
+		goto out_kvm;
+	}
+	if (kvm_set_memory(vm) < 0)
+		goto out_mem;
+	if (load_kernel(vm, &info) < 0) {
+		code = VM_EXIT_USAGE;
+		goto out_mem;
+	}
+	if (bus_init(&vm->pio, "pio") < 0 || bus_init(&vm->mmio, "mmio") < 0 ||
+	    pci_root_init(&vm->pci) < 0 || pci_root_attach(&vm->pci, &vm->pio) < 0) {
+		log_error("cannot set up the buses");
+		goto out_bus;
+	}
+	if (vm_legacy_create(vm) < 0)
+		goto out_legacy;
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		goto out_legacy;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		if (vcpu_create(vm, i, &info, &vm->vcpus[i]) < 0)
+			goto out_vcpus;
+	if (vm_legacy_start(vm) < 0)
+		goto out_vcpus;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		if (vcpu_start(&vm->vcpus[i]) < 0) {
+			vm_request_stop(vm, VM_EXIT_ERROR, NULL);
+			break;
+		}
+	log_info("VM started: %u vCPU(s), %llu MiB, start-up %.2f ms", vm->ncpus,
+		 (unsigned long long)cfg->mem_mib, (double)(now_ns() - vm->start_ns) / 1e6);
+	wait_for_stop(vm);
+	code = atomic_load(&vm->exit_code);
+	stop_vcpus(vm);
+	vm_legacy_stop(vm);
+	if (getenv("RINGVM_STARTUP_REPORT") && vm->first_run_ns) {
+		/* For bench/boot.sh: the VMM's own part, exec-independent. */
+		fprintf(stderr, "ringvm: startup_ns=%llu\n",
+			(unsigned long long)(vm->first_run_ns - vm->start_ns));
+	}
+	goto out_legacy;
+out_vcpus:
+	stop_vcpus(vm);
+	vm_legacy_stop(vm);
+out_legacy:
+	free(vm->vcpus);
+	vm_legacy_destroy(vm);
+out_bus:
+	pci_root_destroy(&vm->pci);
+	bus_destroy(&vm->mmio);
+	bus_destroy(&vm->pio);
+out_mem:
+	guest_mem_destroy(&vm->mem);
+out_kvm:
+	kvm_close(vm);
+out_stopfd:
+	close(vm->stop_fd);
+out_free:
+	free(vm);
+	return code;
+}

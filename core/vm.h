@@ -1,0 +1,76 @@
+/*
+ * The VM: /dev/kvm, guest memory and its memslots, the in-kernel irqchip and
+ * PIT, the buses, the legacy devices and the vCPU threads. vm_run() builds it
+ * from a vm_config, runs it until something ends it, and tears it down.
+ */
+#ifndef RINGVM_CORE_VM_H
+#define RINGVM_CORE_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/guest_mem.h"
+#include "core/pci.h"
+
+/* Process exit statuses, documented in `ringvm run --help` and the README. */
+enum vm_exit {
+	VM_EXIT_OK = 0,          /* guest reset or shut down */
+	VM_EXIT_ERROR = 1,       /* VMM or KVM error (incl. KVM emulation failure) */
+	VM_EXIT_USAGE = 2,       /* bad arguments or unusable kernel/initrd */
+	VM_EXIT_GUEST_CRASH = 3, /* guest triple fault or crash event */
+};
+
+enum serial_mode { SERIAL_STDOUT, SERIAL_FILE, SERIAL_NONE };
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;
+	char *cmdline;     /* owned; joined -p values */
+	uint64_t mem_mib;  /* default 256 */
+	unsigned ncpus;    /* default 1 */
+	enum serial_mode serial;
+	const char *serial_path;
+	bool no_i8042, no_rtc;
+};
+
+struct vcpu;
+struct serial;
+struct i8042;
+struct rtc;
+struct port80;
+
+struct vm {
+	const struct vm_config *cfg;
+	int kvm_fd, vm_fd;
+	int run_size; /* KVM_GET_VCPU_MMAP_SIZE */
+	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, shared template */
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	struct pci_root pci;
+	struct serial *serial;
+	struct i8042 *i8042;
+	struct rtc *rtc;
+	struct port80 *port80;
+	int serial_out_fd; /* owned when serial=file */
+	unsigned ncpus;
+	struct vcpu *vcpus;
+	int stop_fd;                /* eventfd: written once when the VM must stop */
+	atomic_bool stopping;
+	atomic_int exit_code;       /* first vm_request_stop() wins */
+	uint64_t start_ns;          /* CLOCK_MONOTONIC at vm_run() entry */
+	atomic_ullong first_run_ns; /* monotonic time of the first KVM_RUN, for benchmarks */
+};
+
+/*
+ * Ask the VM to stop with code and a reason (logged unless NULL). The first
+ * call decides the exit code. Async-signal-unsafe: call from threads only.
+ */
+void vm_request_stop(struct vm *vm, int code, const char *reason);
+
+/* Build, run and tear down the VM. Returns a vm_exit status. */
+int vm_run(const struct vm_config *cfg);
+
+#endif

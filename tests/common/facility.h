@@ -1,0 +1,34 @@
+/*
+ * Facilities a test may need (/dev/kvm, io_uring, root, QEMU). Missing ones
+ * skip the test with the reason — except in CI (CI=true), where every one of
+ * them is promised, so a missing facility fails the test instead of letting a
+ * green run hide it.
+ */
+#ifndef RINGVM_TESTS_FACILITY_H
+#define RINGVM_TESTS_FACILITY_H
+
+#include <stdbool.h>
+#include <criterion/criterion.h>
+
+bool facility_in_ci(void);
+bool facility_kvm(void);      /* /dev/kvm opens read-write */
+bool facility_io_uring(void); /* io_uring_setup works */
+bool facility_root(void);     /* euid 0 */
+bool facility_qemu(void);     /* qemu-system-x86_64 on PATH */
+bool facility_qboot(void);    /* /usr/share/qemu/qboot.rom exists */
+
+/* Skip (outside CI) or fail (in CI) the current test when cond is false. */
+#define REQUIRE_FACILITY(cond, reason)                                                      \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			if (facility_in_ci())                                               \
+				cr_fatal("CI=true but facility missing: %s", (reason));    \
+			cr_skip_test("skipped: %s", (reason));                              \
+		}                                                                           \
+	} while (0)
+
+/* Absolute paths of build products and sources (set by meson). */
+#define BUILD_PATH(rel)  RINGVM_BUILD_DIR "/" rel
+#define SOURCE_PATH(rel) RINGVM_SOURCE_DIR "/" rel
+
+#endif
