@@ -254,9 +254,8 @@ struct exec_op {
 	struct exec_task *task; /* woken when pending drops to 0 (may be NULL) */
 	int res;                /* the operation's CQE result */
 	unsigned cqe_flags;
+	int link_res;           /* the linked timeout's CQE result (-ETIME: it fired) */
 	unsigned short pending; /* CQEs still owed: op, linked timeout, cancel */
-	bool timed_out;         /* the linked timeout fired (-ETIME) */
-	bool cancel_queued;
 };
 
 /*
@@ -272,6 +271,7 @@ struct exec_eventfd {
 	uint64_t value;        /* the read's buffer */
 	struct exec_op op;     /* the armed read */
 	struct exec_task *waiter;
+	struct exec_eventfd *prev, *next; /* the executor's armed eventfds, for teardown */
 };
 /* Bind e to fd (an eventfd, blocking or not). Arms nothing yet. */
 void exec_eventfd_init(struct exec_eventfd *e, int fd);

@@ -38,12 +38,16 @@ struct exec_task {
 	void *arg;
 	int result;
 	bool done, detached, cancelled;
+	bool cancel_listed;           /* on ex->cancel_head */
+	unsigned slot_need;           /* CQ slots asked for while PARK_SLOT */
 	enum park park;
 	void *park_obj;
 	int wake_res;                 /* what a non-op wait returns */
 	uint64_t deadline;            /* 0: none */
 	struct exec_task *next;       /* run queue, a wait queue, or the free list */
 	struct exec_task *cancel_next; /* ex->cancel_head list */
+	struct exec_op *cancel_op;     /* the op that list entry is for */
+	struct exec_op *cancel_sent;   /* op already given an ASYNC_CANCEL */
 	struct exec_task *joiner;
 	struct exec_task *all_prev, *all_next; /* every live task, for teardown */
 };
@@ -59,7 +63,9 @@ struct exec {
 	struct exec_task *free_tasks; /* finished tasks with default-size stacks */
 	struct exec_task *zombie;     /* just exited, its stack freed after the switch */
 	unsigned nfree;
+	struct exec_eventfd *efds;    /* armed eventfd reads */
 	unsigned inflight, max_inflight;
+	unsigned slots_promised; /* CQ room handed to woken slot waiters */
 	unsigned ntasks;
 	unsigned features;
 	unsigned max_workers[2];
@@ -77,17 +83,32 @@ EXEC_WUR int ring_setup(struct exec *ex, const struct exec_params *p, bool disab
 void task_make_runnable(struct exec *ex, struct exec_task *t);
 /* Park the current task until something makes it runnable again. */
 void task_park(struct exec *ex, enum park why, void *obj);
+/* Submit queued SQEs (waiting for one completion if wait) and reap all
+ * completions. 0, -EDEADLK (wait with nothing in flight) or -errno. */
 EXEC_WUR int reap_and_submit(struct exec *ex, bool wait);
+/* Ask (from the loop, when there is CQ room) that op, which task t awaits,
+ * be cancelled. */
+void op_cancel_queue(struct exec *ex, struct exec_task *t, struct exec_op *op);
+
+/* wait queues (exec_sync.c) */
+void waitq_push(struct exec_waitq *q, struct exec_task *t);
+struct exec_task *waitq_pop(struct exec_waitq *q);
+bool waitq_remove(struct exec_waitq *q, struct exec_task *t);
 
 /* operations (exec_ops.c) */
-/* Reserve n CQ slots for the current task, parking while the CQ is full. */
+/* Reserve n CQ slots for the current task, parking while the CQ is full
+ * (-ECANCELED if cancelled meanwhile). */
 EXEC_WUR int slots_reserve(struct exec *ex, unsigned n);
+/* Wake slot waiters for the CQ room that completions have freed. */
+void slots_kick(struct exec *ex);
 /* Get n consecutive SQEs (slots already reserved), flushing a full SQ. */
 EXEC_WUR int sqes_get(struct exec *ex, struct io_uring_sqe **sqes, unsigned n);
 void slots_release(struct exec *ex, unsigned n);
 void op_complete(struct exec *ex, struct io_uring_cqe *cqe);
-/* Queue/submit an ASYNC_CANCEL for op, owed to op itself (pending++). */
+/* Put an ASYNC_CANCEL for op in the SQ, its CQE owed to op (pending++).
+ * Needs CQ room (not reserved here). 0 or -errno. */
 EXEC_WUR int op_cancel_submit(struct exec *ex, struct exec_op *op);
+/* Submit the cancels queued by op_cancel_queue, as CQ room allows. */
 void cancels_submit(struct exec *ex);
 
 static inline uint64_t op_ud(struct exec_op *op, unsigned tag)

@@ -27,7 +27,7 @@
 #define OUTP_A20   0x02
 
 enum {
-	CMD_READ_RAM = 0x20, /* 0x20-0x3f: read controller RAM byte n (0 = CTR) */
+	CMD_READ_RAM = 0x20,  /* 0x20-0x3f: read controller RAM byte n (0 = CTR) */
 	CMD_WRITE_RAM = 0x60, /* 0x60-0x7f: next data byte is RAM byte n */
 	CMD_AUX_DISABLE = 0xa7,
 	CMD_AUX_ENABLE = 0xa8,
@@ -58,11 +58,11 @@ struct i8042 {
 	unsigned reset_count;
 	bool in_reset; /* a callback is running; don't re-enter it */
 
-	uint8_t ram[32];  /* controller RAM; ram[0] is the command byte (CTR) */
-	uint8_t status;   /* STR_SYS | STR_CMD | STR_KEYLOCK; OBF/AUXDATA derived */
-	uint8_t outp;     /* output port */
-	uint8_t pending;  /* command waiting for its data byte, 0 = none */
-	uint8_t out;      /* output buffer (stale after it was read, like hardware) */
+	uint8_t ram[32]; /* controller RAM; ram[0] is the command byte (CTR) */
+	uint8_t status;  /* STR_SYS | STR_CMD | STR_KEYLOCK; OBF/AUXDATA derived */
+	uint8_t outp;    /* output port */
+	uint8_t pending; /* command waiting for its data byte, 0 = none */
+	uint8_t out;     /* output buffer (stale after it was read, like hardware) */
 	bool out_full, out_aux;
 };
 
@@ -254,15 +254,15 @@ static void i8042_command_write(void *opaque, uint64_t offset, const uint8_t *da
 }
 
 const struct bus_ops i8042_data_ops = {
-	.name = "i8042-data",
-	.read = i8042_data_read,
-	.write = i8042_data_write,
+    .name = "i8042-data",
+    .read = i8042_data_read,
+    .write = i8042_data_write,
 };
 
 const struct bus_ops i8042_command_ops = {
-	.name = "i8042-command",
-	.read = i8042_status_read,
-	.write = i8042_command_write,
+    .name = "i8042-command",
+    .read = i8042_status_read,
+    .write = i8042_command_write,
 };
 
 int i8042_create(struct i8042 **out, i8042_reset_fn *reset, void *opaque)

@@ -33,7 +33,7 @@ typedef void i8042_reset_fn(void *opaque);
  * requests are then only counted). Returns 0 and *out, or -ENOMEM.
  */
 int i8042_create(struct i8042 **out, i8042_reset_fn *reset, void *opaque)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Times the guest requested a CPU reset (for tests and metrics). */
 unsigned i8042_reset_count(struct i8042 *k);

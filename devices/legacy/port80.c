@@ -33,9 +33,9 @@ static void port80_write(void *opaque, uint64_t offset, const uint8_t *data, uns
 }
 
 const struct bus_ops port80_bus_ops = {
-	.name = "port80",
-	.read = port80_read,
-	.write = port80_write,
+    .name = "port80",
+    .read = port80_read,
+    .write = port80_write,
 };
 
 int port80_create(struct port80 **out)

@@ -15,25 +15,25 @@
 #define INDEX_MASK     0x7f
 #define INDEX_NMI_OFF  0x80
 
-#define REG_A_UIP      0x80 /* update in progress */
-#define REG_A_DV_MASK  0x70
-#define REG_A_DV_32K   0x20 /* divider: 32.768 kHz time base, clock running */
-#define REG_A_RS_1024  0x06 /* rate select: 1024 Hz periodic rate */
+#define REG_A_UIP     0x80 /* update in progress */
+#define REG_A_DV_MASK 0x70
+#define REG_A_DV_32K  0x20 /* divider: 32.768 kHz time base, clock running */
+#define REG_A_RS_1024 0x06 /* rate select: 1024 Hz periodic rate */
 
-#define REG_B_SET      0x80 /* updates halted for setting the time */
-#define REG_B_UIE      0x10
-#define REG_B_DM_BIN   0x04 /* data mode: binary (else BCD) */
-#define REG_B_24H      0x02
+#define REG_B_SET    0x80 /* updates halted for setting the time */
+#define REG_B_UIE    0x10
+#define REG_B_DM_BIN 0x04 /* data mode: binary (else BCD) */
+#define REG_B_24H    0x02
 
-#define REG_C_IRQF     0x80
-#define REG_C_UF       0x10 /* update ended since register C was last read */
+#define REG_C_IRQF 0x80
+#define REG_C_UF   0x10 /* update ended since register C was last read */
 
-#define REG_D_VRT      0x80 /* valid RAM and time: the battery is fine */
+#define REG_D_VRT 0x80 /* valid RAM and time: the battery is fine */
 
-#define HOUR_PM        0x80 /* 12-hour mode: bit 7 of the hour byte */
+#define HOUR_PM 0x80 /* 12-hour mode: bit 7 of the hour byte */
 
 /* The MC146818 raises UIP 244 us before each once-a-second update. */
-#define UIP_WINDOW_NS  244000L
+#define UIP_WINDOW_NS 244000L
 
 struct rtc {
 	pthread_mutex_t lock;
@@ -193,9 +193,9 @@ static void rtc_write(void *opaque, uint64_t offset, const uint8_t *data, unsign
 }
 
 const struct bus_ops rtc_bus_ops = {
-	.name = "rtc",
-	.read = rtc_read,
-	.write = rtc_write,
+    .name = "rtc",
+    .read = rtc_read,
+    .write = rtc_write,
 };
 
 int rtc_create(struct rtc **out, rtc_clock_fn *clock, void *opaque)

@@ -46,7 +46,7 @@ typedef void rtc_clock_fn(void *opaque, struct timespec *now);
  * and *out, or -ENOMEM.
  */
 int rtc_create(struct rtc **out, rtc_clock_fn *clock, void *opaque)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /*
  * Record the RAM size in the CMOS bytes firmware (SeaBIOS, qboot) reads, as

@@ -53,14 +53,14 @@ enum {
 #define MCR_LOOP 0x10
 #define MCR_MASK 0x1f
 
-#define LSR_DR       0x01
-#define LSR_OE       0x02
-#define LSR_PE       0x04
-#define LSR_FE       0x08
-#define LSR_BI       0x10
-#define LSR_THRE     0x20
-#define LSR_TEMT     0x40
-#define LSR_ERRORS   (LSR_OE | LSR_PE | LSR_FE | LSR_BI)
+#define LSR_DR     0x01
+#define LSR_OE     0x02
+#define LSR_PE     0x04
+#define LSR_FE     0x08
+#define LSR_BI     0x10
+#define LSR_THRE   0x20
+#define LSR_TEMT   0x40
+#define LSR_ERRORS (LSR_OE | LSR_PE | LSR_FE | LSR_BI)
 
 #define MSR_DCTS  0x01
 #define MSR_DDSR  0x02
@@ -385,9 +385,9 @@ static void serial_write(void *opaque, uint64_t offset, const uint8_t *data, uns
 }
 
 const struct bus_ops serial_bus_ops = {
-	.name = "serial",
-	.read = serial_read,
-	.write = serial_write,
+    .name = "serial",
+    .read = serial_read,
+    .write = serial_write,
 };
 
 int serial_create(struct serial **out, struct irq_line *irq, int out_fd)

@@ -68,7 +68,7 @@ struct serial_stats {
  * tx_dropped. Returns 0 and *out, -EINVAL (irq NULL) or -ENOMEM.
  */
 int serial_create(struct serial **out, struct irq_line *irq, int out_fd)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Route TX to fn instead of out_fd (fn NULL: back to out_fd). Call before the guest runs. */
 void serial_set_sink(struct serial *s, serial_sink_fn *fn, void *opaque);
