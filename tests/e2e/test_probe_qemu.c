@@ -306,13 +306,57 @@ Test(e2e_qemu, echo_timeout)
 }
 
 /*
+ * The reason of QEMU's last KVM exit, from `-trace kvm_run_exit` on stderr
+ * ("kvm_run_exit cpu_index 0, reason 8"), or -1.
+ */
+static int last_kvm_exit_reason(void)
+{
+	int reason = -1;
+	for (const char *p = cur.res.err; (p = strstr(p, "kvm_run_exit")); p++) {
+		const char *r = strstr(p, "reason ");
+		const char *nl = strchr(p, '\n');
+		if (r && (!nl || r < nl))
+			reason = atoi(r + 7);
+	}
+	return reason;
+}
+
+#define KVM_EXIT_IO_REASON       2
+#define KVM_EXIT_SHUTDOWN_REASON 8
+
+/*
  * A triple fault under KVM is KVM_EXIT_SHUTDOWN, which QEMU turns into a reset
- * request; -no-reboot makes that an exit with status 0 (checked by boot()).
+ * request; -no-reboot makes that an exit with status 0 (checked by boot()),
+ * the same as the i8042 reset that ends every other run. QEMU's kvm_run_exit
+ * trace tells the two apart.
  */
 Test(e2e_qemu, fault_triple_fault_exits)
 {
-	boot(1, 256, "probe=fault", NULL);
+	static const char *const trace[] = {"-trace", "kvm_run_exit", NULL};
+	require_qemu();
+	struct harness_qemu_cfg cfg = {.params = "probe=fault", .extra = trace};
+	struct harness_opts o = {.timeout_s = TIMEOUT_S - 10};
+	harness_qemu_probe_argv(&cur.argv, &cfg);
+	cr_assert_eq(harness_run(&cur.argv, &o, &cur.res), 0);
+	check(cur.res.exited && cur.res.exit_code == 0, "QEMU did not exit with status 0");
 	check(strstr(cur.res.out, "PROBE fault triggering") != NULL, "no `PROBE fault triggering`");
 	check(probe_end_line(cur.res.out) == NULL, "the guest survived its triple fault");
+	check(last_kvm_exit_reason() == KVM_EXIT_SHUTDOWN_REASON,
+	      "last KVM exit was %d, not KVM_EXIT_SHUTDOWN", last_kvm_exit_reason());
 	check(cur.res.elapsed_s < 10.0, "QEMU took %.2f s to stop", cur.res.elapsed_s);
+}
+
+/* The control for the test above: a normal end is the i8042 reset, a port write. */
+Test(e2e_qemu, end_is_i8042_reset)
+{
+	static const char *const trace[] = {"-trace", "kvm_run_exit", NULL};
+	require_qemu();
+	struct harness_qemu_cfg cfg = {.params = "probe=hello", .extra = trace};
+	struct harness_opts o = {.timeout_s = TIMEOUT_S - 10};
+	harness_qemu_probe_argv(&cur.argv, &cfg);
+	cr_assert_eq(harness_run(&cur.argv, &o, &cur.res), 0);
+	check(cur.res.exited && cur.res.exit_code == 0, "QEMU did not exit with status 0");
+	check(probe_end_ok(cur.res.out), "no single PROBE-END status=ok");
+	check(last_kvm_exit_reason() == KVM_EXIT_IO_REASON, "last KVM exit was %d, not KVM_EXIT_IO",
+	      last_kvm_exit_reason());
 }
