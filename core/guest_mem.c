@@ -13,23 +13,6 @@
 #include "arch/arch.h"
 #include "core/guest_mem.h"
 
-static int map_regions(struct guest_mem *m, uint64_t size)
-{
-	int n = arch_ram_layout(size, m->regions, GUEST_MEM_MAX_REGIONS);
-	if (n < 0)
-		return n;
-	/* MAP_NORESERVE: guest RAM is touched lazily; most guests never touch all of it. */
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->memfd, 0);
-	if (p == MAP_FAILED)
-		return -errno;
-	m->map = p;
-	m->map_size = size;
-	m->nregions = (unsigned)n;
-	for (int i = 0; i < n; i++)
-		m->regions[i].host = m->map + m->regions[i].fd_off;
-	return 0;
-}
-
 int guest_mem_create(struct guest_mem *m, uint64_t ram_size)
 {
 	struct guest_region probe[GUEST_MEM_MAX_REGIONS];
@@ -49,33 +32,13 @@ int guest_mem_create(struct guest_mem *m, uint64_t ram_size)
 		r = -errno;
 		goto err_close;
 	}
-	r = map_regions(m, ram_size);
+	r = guest_mem_map_regions(m, ram_size);
 	if (r < 0)
 		goto err_close;
 	return 0;
 err_close:
 	close(m->memfd);
 	m->memfd = -1;
-	return r;
-}
-
-int guest_mem_map_fd(struct guest_mem *m, int memfd)
-{
-	struct stat st;
-	memset(m, 0, sizeof(*m));
-	m->memfd = -1;
-	if (fstat(memfd, &st) < 0)
-		return -errno;
-	/* Only a memfd sealed against resizing is safe to map for the VM's lifetime. */
-	int seals = fcntl(memfd, F_GET_SEALS);
-	if (seals < 0)
-		return -errno;
-	if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
-		return -EPERM;
-	m->memfd = memfd;
-	int r = map_regions(m, (uint64_t)st.st_size);
-	if (r < 0)
-		m->memfd = -1;
 	return r;
 }
 

@@ -7,8 +7,14 @@
 #ifndef RINGVM_CORE_GUEST_MEM_H
 #define RINGVM_CORE_GUEST_MEM_H
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 
 #define GUEST_MEM_MAX_REGIONS 4
 
@@ -26,6 +32,9 @@ struct guest_mem {
 	unsigned nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
 };
+
+/* From arch/arch.h (declared here too: arch.h itself includes this header). */
+int arch_ram_layout(uint64_t ram_size, struct guest_region *regions, unsigned max);
 
 /*
  * Host pointer for [gpa, gpa+len) or NULL when any byte of it is outside a
@@ -62,10 +71,54 @@ static inline int guest_mem_valid(const struct guest_mem *m, uint64_t gpa, uint6
 int guest_mem_create(struct guest_mem *m, uint64_t ram_size) __attribute__((warn_unused_result));
 
 /*
- * Build a guest_mem over an existing sealed memfd (a device process maps the
- * memfd it was handed). The layout is recomputed from the memfd's size.
+ * Map size bytes of m->memfd MAP_SHARED and point the regions at it
+ * (layout from arch_ram_layout). Used by guest_mem_create and
+ * guest_mem_map_fd. Returns 0 or -errno.
  */
-int guest_mem_map_fd(struct guest_mem *m, int memfd) __attribute__((warn_unused_result));
+static inline int guest_mem_map_regions(struct guest_mem *m, uint64_t size)
+{
+	int n = arch_ram_layout(size, m->regions, GUEST_MEM_MAX_REGIONS);
+	if (n < 0)
+		return n;
+	/* MAP_NORESERVE: guest RAM is touched lazily; most guests never touch all of it. */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->memfd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	m->map = (uint8_t *)p;
+	m->map_size = size;
+	m->nregions = (unsigned)n;
+	for (int i = 0; i < n; i++)
+		m->regions[i].host = m->map + m->regions[i].fd_off;
+	return 0;
+}
+
+/*
+ * Build a guest_mem over an existing memfd (a device process maps the memfd
+ * it was handed). The memfd must be sealed against shrinking and growing
+ * (-EPERM otherwise): only then can no one truncate RAM under a mapping.
+ * The layout is recomputed from the memfd's size. Takes ownership of memfd
+ * on success. Inline because device processes (devices/, below core/ in the
+ * link order) map guest RAM too.
+ */
+static inline __attribute__((warn_unused_result)) int guest_mem_map_fd(struct guest_mem *m,
+									int memfd)
+{
+	struct stat st;
+	memset(m, 0, sizeof(*m));
+	m->memfd = -1;
+	if (fstat(memfd, &st) < 0)
+		return -errno;
+	int seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0)
+		return -errno;
+	if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+		return -EPERM;
+	m->memfd = memfd;
+	int r = guest_mem_map_regions(m, (uint64_t)st.st_size);
+	if (r < 0)
+		m->memfd = -1;
+	return r;
+}
 
 /* Unmap and close. Safe on a zeroed struct. */
 void guest_mem_destroy(struct guest_mem *m);
