@@ -37,19 +37,27 @@ void coro_init_thread(struct coro *c)
 	memset(c, 0, sizeof(*c));
 }
 
+size_t coro_stack_round(size_t size)
+{
+	size_t page = page_size();
+
+	if (size < CORO_STACK_MIN)
+		size = CORO_STACK_MIN;
+	if (size > SIZE_MAX / 2)
+		return 0;
+	return (size + page - 1) & ~(page - 1);
+}
+
 int coro_stack_create(struct coro *c, size_t size)
 {
 	size_t page = page_size();
-	size_t usable, total;
+	size_t usable = coro_stack_round(size), total;
 	void *map;
 	int err;
 
 	memset(c, 0, sizeof(*c));
-	if (size < CORO_STACK_MIN)
-		size = CORO_STACK_MIN;
-	if (size > SIZE_MAX / 2)
+	if (!usable)
 		return -EINVAL;
-	usable = (size + page - 1) & ~(page - 1);
 	total = usable + page;
 
 	/* Map everything inaccessible, then open the stack part: the lowest

@@ -60,6 +60,9 @@ void coro_init_thread(struct coro *c);
  */
 __attribute__((warn_unused_result)) int coro_stack_create(struct coro *c, size_t size);
 
+/* The usable size coro_stack_create(size) gives (0 if size is too large). */
+size_t coro_stack_round(size_t size);
+
 /* Unmap the stack made by coro_stack_create. The coroutine must not be running. */
 void coro_stack_destroy(struct coro *c);
 

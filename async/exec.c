@@ -232,6 +232,8 @@ int reap_and_submit(struct exec *ex, bool wait)
 static int loop_step(struct exec *ex)
 {
 	run_ready(ex);
+	if (!ex->run_head && !ex->inflight)
+		return ex->ntasks ? -EDEADLK : 0; /* nothing left that could wake anyone */
 	return reap_and_submit(ex, ex->run_head == NULL);
 }
 
@@ -275,7 +277,7 @@ int exec_join(struct exec *ex, struct exec_task *t)
 		ex->in_loop = true;
 		while (!t->done) {
 			ret = loop_step(ex);
-			if (ret < 0) {
+			if (ret < 0 && !t->done) {
 				ex->in_loop = false;
 				return ret;
 			}

@@ -110,6 +110,10 @@ void op_complete(struct exec *ex, struct io_uring_cqe *cqe);
 EXEC_WUR int op_cancel_submit(struct exec *ex, struct exec_op *op);
 /* Submit the cancels queued by op_cancel_queue, as CQ room allows. */
 void cancels_submit(struct exec *ex);
+/* Arm e's read (reserving CQ room). 0 or -errno. */
+EXEC_WUR int efd_arm(struct exec *ex, struct exec_eventfd *e);
+/* Cancel e's armed read and park until its CQE is reaped. 0 or -errno. */
+EXEC_WUR int efd_cancel_await(struct exec *ex, struct exec_eventfd *e);
 
 static inline uint64_t op_ud(struct exec_op *op, unsigned tag)
 {

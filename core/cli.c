@@ -208,6 +208,7 @@ void cli_print_run_help(FILE *f)
 	      "    1  a VMM or KVM error (including a KVM emulation failure)\n"
 	      "    2  bad arguments, or a kernel/initrd that cannot be loaded\n"
 	      "    3  the guest crashed (triple fault)\n"
+	      "    4  a device process died or stopped answering\n"
 	      "\n"
 	      "EXAMPLES\n"
 	      "    ringvm run -p probe=hello,pci,timer tests/guest/probe.elf\n"

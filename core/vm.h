@@ -21,6 +21,7 @@ enum vm_exit {
 	VM_EXIT_ERROR = 1,       /* VMM or KVM error (incl. KVM emulation failure) */
 	VM_EXIT_USAGE = 2,       /* bad arguments or unusable kernel/initrd */
 	VM_EXIT_GUEST_CRASH = 3, /* guest triple fault or crash event */
+	VM_EXIT_DEVICE = 4,      /* a device process died or misbehaved */
 };
 
 enum serial_mode { SERIAL_STDOUT, SERIAL_FILE, SERIAL_NONE };

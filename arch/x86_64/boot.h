@@ -100,7 +100,7 @@ struct x86_e820_entry {
 
 /*
  * The guest's memory map, sorted by address: RAM [0, EBDA), the EBDA and the
- * BIOS table area [X86_BIOS_TABLES_ADDR, 1 MiB) reserved, then every RAM
+ * firmware table area [X86_ACPI_ADDR, 1 MiB) reserved, then every RAM
  * region above 1 MiB as RAM. Returns the count (≤ max) or -ENOSPC when max is
  * too small, -EINVAL when RAM does not start at 0 or covers less than 1 MiB.
  */
@@ -117,5 +117,16 @@ int x86_e820_build(const struct guest_mem *mem, struct x86_e820_entry *e, unsign
  * RAM does not cover the table area.
  */
 int x86_mptable_write(struct guest_mem *mem, unsigned ncpus) __attribute__((warn_unused_result));
+
+/*
+ * Write ACPI tables at X86_ACPI_ADDR: RSDP v2 (its address is the RSDP a
+ * kernel is handed), XSDT, a hardware-reduced FADT (i8042 and legacy ISA
+ * devices announced), an empty DSDT and a MADT with LAPICs 0..ncpus-1, the
+ * IOAPIC (id ncpus, GSI base 0), an override ISA IRQ 0 → GSI
+ * X86_IRQ0_IOAPIC_PIN, and NMI on LINT1. Every table checksummed. The MP
+ * table stays for kernels without ACPI. Returns 0, -EINVAL for ncpus outside
+ * 1..X86_MAX_CPUS, or -ENOMEM when RAM does not cover the area.
+ */
+int x86_acpi_write(struct guest_mem *mem, unsigned ncpus) __attribute__((warn_unused_result));
 
 #endif

@@ -44,8 +44,9 @@
 #define X86_PAGE_TABLES_END 0xF000ull
 #define X86_CMDLINE_ADDR    0x20000ull  /* kernel command line, NUL included */
 #define X86_CMDLINE_MAX     0x10000ull  /* 64 KiB with the NUL: longest command line is 65535 */
-#define X86_BIOS_TABLES_ADDR 0xF0000ull /* MP floating pointer + config table (e820 reserved) */
-#define X86_BIOS_TABLES_END 0x100000ull
+#define X86_ACPI_ADDR       0xE0000ull  /* RSDP (Linux scans 0xE0000-0xFFFFF), XSDT, FADT, DSDT, MADT */
+#define X86_BIOS_TABLES_ADDR 0xF0000ull /* MP floating pointer + config table */
+#define X86_BIOS_TABLES_END 0x100000ull /* [X86_ACPI_ADDR, here) is e820-reserved */
 
 /* IOAPIC pin of ISA IRQ 0 (the PIT) in the MP table: QEMU-style override, so core's GSI routing
  * must send GSI 0 to IOAPIC pin 2 (KVM's default routing sends it to pin 0). */

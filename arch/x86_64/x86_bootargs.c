@@ -77,7 +77,7 @@ int x86_e820_build(const struct guest_mem *mem, struct x86_e820_entry *e, unsign
 	unsigned n = 0;
 	int ret = add(e, &n, max, 0, X86_EBDA_START, X86_E820_RAM);
 	ret = ret ?: add(e, &n, max, X86_EBDA_START, X86_BIOS_START, X86_E820_RESERVED);
-	ret = ret ?: add(e, &n, max, X86_BIOS_TABLES_ADDR, X86_BIOS_TABLES_END, X86_E820_RESERVED);
+	ret = ret ?: add(e, &n, max, X86_ACPI_ADDR, X86_BIOS_TABLES_END, X86_E820_RESERVED);
 	for (unsigned i = 0; i < mem->nregions && !ret; i++) {
 		const struct guest_region *r = &mem->regions[i];
 		uint64_t start = r->gpa < X86_HIGH_MEM_START ? X86_HIGH_MEM_START : r->gpa;
@@ -117,7 +117,7 @@ int x86_zero_page_write(struct x86_ctx *c, const struct x86_boot_info *info)
 	x86_put32(bp + BP_RAMDISK_SIZE, (uint32_t)info->initrd_size);
 	x86_put32(bp + BP_EXT_RAMDISK_IMG, (uint32_t)(info->initrd_start >> 32));
 	x86_put32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(info->initrd_size >> 32));
-	x86_put64(bp + BP_ACPI_RSDP, 0); /* no ACPI: Linux uses the MP table */
+	x86_put64(bp + BP_ACPI_RSDP, X86_ACPI_ADDR); /* saves Linux the scan (protocol 2.14+) */
 	_Static_assert(X86_E820_MAX <= BP_E820_MAX, "e820 table too small");
 	bp[BP_E820_ENTRIES] = (uint8_t)n;
 	for (int i = 0; i < n; i++) {
@@ -146,6 +146,7 @@ int x86_pvh_write(struct x86_ctx *c, const struct x86_boot_info *info)
 		.magic = PVH_MAGIC,
 		.version = 1,
 		.cmdline_paddr = X86_CMDLINE_ADDR,
+		.rsdp_paddr = X86_ACPI_ADDR,
 		.memmap_paddr = X86_PVH_MEMMAP_ADDR,
 		.memmap_entries = (uint32_t)n,
 	};

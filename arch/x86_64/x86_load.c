@@ -240,6 +240,9 @@ int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x8
 	ret = x86_mptable_write(mem, cfg->ncpus);
 	if (ret < 0)
 		return x86_fail(&c, ret, "cannot write the MP table");
+	ret = x86_acpi_write(mem, cfg->ncpus);
+	if (ret < 0)
+		return x86_fail(&c, ret, "cannot write the ACPI tables");
 	if (c.k.kind == X86_ENTRY_PVH)
 		return x86_pvh_write(&c, out);
 	return x86_zero_page_write(&c, out);

@@ -18,8 +18,8 @@
 #include "tests/common/facility.h"
 #include "tests/e2e/harness.h"
 
-#define OUTPUT_CAP   (64u << 20)
-#define DRAIN_GRACE  2.0 /* seconds to read what is left once the child has exited */
+#define OUTPUT_CAP  (64u << 20)
+#define DRAIN_GRACE 2.0 /* seconds to read what is left once the child has exited */
 
 /* ---- argv builder ---- */
 
@@ -139,7 +139,7 @@ static void close_fd(int *fd)
 }
 
 static __attribute__((noreturn)) void child_exec(const struct harness_argv *a, int in, int out,
-						 int err)
+                                                 int err)
 {
 	setpgid(0, 0);
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
@@ -155,7 +155,7 @@ static __attribute__((noreturn)) void child_exec(const struct harness_argv *a, i
 }
 
 int harness_run(const struct harness_argv *argv, const struct harness_opts *opts,
-		struct harness_result *r)
+                struct harness_result *r)
 {
 	static const struct harness_opts no_opts;
 	int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
@@ -209,7 +209,8 @@ int harness_run(const struct harness_argv *argv, const struct harness_opts *opts
 	while (pout[0] >= 0 || perr[0] >= 0 || !reaped) {
 		double now = now_s();
 		if (!reaped) {
-			/* Notice the exit without reaping: the zombie keeps the pgid from being reused. */
+			/* Notice the exit without reaping: the zombie keeps the pgid from being
+			 * reused. */
 			siginfo_t si = {0};
 			if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
 			    si.si_pid == pid) {
@@ -230,12 +231,13 @@ int harness_run(const struct harness_argv *argv, const struct harness_opts *opts
 		if (reaped && now >= drain_until)
 			break;
 
-		bool may_write = pin[1] >= 0 && in_off < in_len &&
-				 (!opts->stdin_after || (out.len && strstr(out.p, opts->stdin_after)));
+		bool may_write =
+		    pin[1] >= 0 && in_off < in_len &&
+		    (!opts->stdin_after || (out.len && strstr(out.p, opts->stdin_after)));
 		struct pollfd pfd[3] = {
-			{.fd = pout[0], .events = POLLIN},
-			{.fd = perr[0], .events = POLLIN},
-			{.fd = may_write ? pin[1] : -1, .events = POLLOUT},
+		    {.fd = pout[0], .events = POLLIN},
+		    {.fd = perr[0], .events = POLLIN},
+		    {.fd = may_write ? pin[1] : -1, .events = POLLOUT},
 		};
 		poll(pfd, 3, 20);
 		if (pfd[0].revents && drain_fd(pout[0], &out))
@@ -293,7 +295,7 @@ const char *harness_result_str(const struct harness_result *r, char *buf, size_t
 		snprintf(buf, len, "exit %d after %.3f s", r->exit_code, r->elapsed_s);
 	else
 		snprintf(buf, len, "killed by signal %d%s after %.3f s", r->term_signal,
-			 r->timed_out ? " (timeout)" : "", r->elapsed_s);
+		         r->timed_out ? " (timeout)" : "", r->elapsed_s);
 	return buf;
 }
 
@@ -339,8 +341,7 @@ unsigned probe_count(const char *out, const char *test)
 	return n;
 }
 
-const char *probe_line_with(const char *out, const char *test, const char *key,
-			    const char *value)
+const char *probe_line_with(const char *out, const char *test, const char *key, const char *value)
 {
 	char buf[1024];
 	const char *l;
@@ -369,14 +370,14 @@ static const char *parse_value(const char *p, char *buf, size_t len, bool *ok)
 {
 	size_t n = 0;
 	*ok = true;
-#define PUT(c)                                                                                  \
-	do {                                                                                    \
-		if (buf) {                                                                      \
-			if (n + 1 < len)                                                        \
-				buf[n++] = (c);                                                 \
-			else                                                                    \
-				*ok = false;                                                    \
-		}                                                                               \
+#define PUT(c)                                                                                     \
+	do {                                                                                       \
+		if (buf) {                                                                         \
+			if (n + 1 < len)                                                           \
+				buf[n++] = (c);                                                    \
+			else                                                                       \
+				*ok = false;                                                       \
+		}                                                                                  \
 	} while (0)
 	if (*p == '"') {
 		p++;

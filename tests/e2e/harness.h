@@ -34,7 +34,7 @@ void harness_argv_init(struct harness_argv *a);
  * and a->overflow set (checked by harness_run, so callers need not check).
  */
 void harness_argv_add(struct harness_argv *a, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Appends each NULL-terminated string of list verbatim. */
 void harness_argv_addv(struct harness_argv *a, const char *const *list);
 /* The argv joined with spaces into buf (for failure messages); returns buf. */
@@ -43,28 +43,28 @@ const char *harness_argv_str(const struct harness_argv *a, char *buf, size_t len
 /* ---- running a command ---- */
 
 struct harness_opts {
-	double timeout_s;        /* > 0: SIGKILL the child's process group on expiry */
-	const char *stdin_data;  /* NULL: stdin gets EOF at once */
-	size_t stdin_len;        /* 0 with stdin_data set: strlen(stdin_data) */
+	double timeout_s;       /* > 0: SIGKILL the child's process group on expiry */
+	const char *stdin_data; /* NULL: stdin gets EOF at once */
+	size_t stdin_len;       /* 0 with stdin_data set: strlen(stdin_data) */
 	/*
 	 * Non-NULL: hold stdin_data back until this string appears in stdout
 	 * (e.g. "PROBE echo ready"), for VMMs that drop input the guest is
 	 * not yet reading.
 	 */
 	const char *stdin_after;
-	bool keep_stdin_open;    /* do not close stdin once the data is written */
+	bool keep_stdin_open; /* do not close stdin once the data is written */
 };
 
 struct harness_result {
-	char *out;          /* stdout, NUL-terminated (never NULL after a run) */
+	char *out; /* stdout, NUL-terminated (never NULL after a run) */
 	size_t out_len;
-	char *err;          /* stderr, NUL-terminated (never NULL after a run) */
+	char *err; /* stderr, NUL-terminated (never NULL after a run) */
 	size_t err_len;
-	bool exited;        /* exited normally: exit_code is valid */
+	bool exited; /* exited normally: exit_code is valid */
 	int exit_code;
-	int term_signal;    /* killing signal when !exited, else 0 */
-	bool timed_out;     /* the deadline passed and the group was killed */
-	double elapsed_s;   /* fork to reap, monotonic clock */
+	int term_signal;  /* killing signal when !exited, else 0 */
+	bool timed_out;   /* the deadline passed and the group was killed */
+	double elapsed_s; /* fork to reap, monotonic clock */
 };
 
 /*
@@ -75,11 +75,15 @@ struct harness_result {
  * Returns 0 with *r filled (free it with harness_result_free), or -errno if
  * the child could not be started (pipes, fork, argv overflow); an exec
  * failure shows as exit code 127 with the reason on stderr.
+ * Side effect: SIGPIPE is ignored in the calling process from then on (a VMM
+ * dying before it read its stdin must not kill the test); the child gets the
+ * default disposition back, and no file descriptor but its stdio.
  */
 int harness_run(const struct harness_argv *argv, const struct harness_opts *opts,
-		struct harness_result *r) __attribute__((warn_unused_result));
+                struct harness_result *r) __attribute__((warn_unused_result));
 void harness_result_free(struct harness_result *r);
-/* A one-line summary of how the run ended ("exit 0 after 0.12 s", "killed by signal 9 (timeout)"). */
+/* A one-line summary of how the run ended ("exit 0 after 0.12 s", "killed by signal 9 (timeout)").
+ */
 const char *harness_result_str(const struct harness_result *r, char *buf, size_t len);
 
 /* ---- the probe output protocol ---- */
@@ -91,8 +95,7 @@ const char *harness_result_str(const struct harness_result *r, char *buf, size_t
  */
 const char *probe_line(const char *out, const char *test, unsigned n);
 /* The first `PROBE <test>` line whose key has exactly value (unquoted), or NULL. */
-const char *probe_line_with(const char *out, const char *test, const char *key,
-			    const char *value);
+const char *probe_line_with(const char *out, const char *test, const char *key, const char *value);
 /* How many `PROBE <test>` lines out holds. */
 unsigned probe_count(const char *out, const char *test);
 /*
@@ -115,11 +118,11 @@ const char *harness_probe_path(void);
 bool harness_probe_exists(void);
 
 struct harness_qemu_cfg {
-	unsigned mem_mib;          /* 0: 256 */
-	unsigned cpus;             /* 0: 1 */
-	const char *params;        /* the -append string, e.g. "probe=hello"; NULL: none */
-	const char *kernel;        /* NULL: the probe guest */
-	const char *const *extra;  /* NULL-terminated extra arguments, or NULL */
+	unsigned mem_mib;         /* 0: 256 */
+	unsigned cpus;            /* 0: 1 */
+	const char *params;       /* the -append string, e.g. "probe=hello"; NULL: none */
+	const char *kernel;       /* NULL: the probe guest */
+	const char *const *extra; /* NULL-terminated extra arguments, or NULL */
 };
 
 /*

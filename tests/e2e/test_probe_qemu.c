@@ -29,8 +29,9 @@ static const char *context(void)
 	static char buf[32768];
 	char cmd[2048], how[128];
 	snprintf(buf, sizeof(buf), "\n--- %s\n--- %s\n--- stdout:\n%s--- stderr:\n%s",
-		 harness_argv_str(&cur.argv, cmd, sizeof(cmd)), harness_result_str(&cur.res, how, sizeof(how)),
-		 cur.res.out ? cur.res.out : "", cur.res.err ? cur.res.err : "");
+	         harness_argv_str(&cur.argv, cmd, sizeof(cmd)),
+	         harness_result_str(&cur.res, how, sizeof(how)), cur.res.out ? cur.res.out : "",
+	         cur.res.err ? cur.res.err : "");
 	return buf;
 }
 
@@ -45,7 +46,8 @@ static void require_qemu(void)
 }
 
 /* Boots the probe with params; asserts the run finished by itself (no timeout, exit 0). */
-static void boot(unsigned cpus, unsigned mem_mib, const char *params, const struct harness_opts *opts)
+static void boot(unsigned cpus, unsigned mem_mib, const char *params,
+                 const struct harness_opts *opts)
 {
 	require_qemu();
 	struct harness_qemu_cfg cfg = {.mem_mib = mem_mib, .cpus = cpus, .params = params};
@@ -119,16 +121,19 @@ static void check_hello(unsigned mem_mib)
 
 	uint64_t entries = get_u64(l, "mem_entries");
 	check(entries >= 2, "implausible memory map (%lu entries)", (unsigned long)entries);
-	check(probe_count(cur.res.out, "hello.mem") == entries, "mem_entries=%lu but %u hello.mem lines",
-	      (unsigned long)entries, probe_count(cur.res.out, "hello.mem"));
+	check(probe_count(cur.res.out, "hello.mem") == entries,
+	      "mem_entries=%lu but %u hello.mem lines", (unsigned long)entries,
+	      probe_count(cur.res.out, "hello.mem"));
 
 	/* RAM is -m minus the legacy hole and firmware reservations; one range ends at -m. */
 	uint64_t ram = get_u64(l, "ram_mib");
-	check(ram <= mem_mib && ram + 4 >= mem_mib, "ram_mib=%lu for -m %u", (unsigned long)ram, mem_mib);
+	check(ram <= mem_mib && ram + 4 >= mem_mib, "ram_mib=%lu for -m %u", (unsigned long)ram,
+	      mem_mib);
 	bool low = false, top = false;
 	const char *m;
 	for (unsigned i = 0; (m = probe_line(cur.res.out, "hello.mem", i)); i++) {
-		uint64_t addr = get_u64(m, "addr"), size = get_u64(m, "size"), type = get_u64(m, "type");
+		uint64_t addr = get_u64(m, "addr"), size = get_u64(m, "size"),
+		         type = get_u64(m, "type");
 		if (type == 1 && addr == 0 && size >= 0x9f000)
 			low = true;
 		if (type == 1 && addr == 0x100000 && addr + size == (uint64_t)mem_mib << 20)
@@ -231,7 +236,8 @@ Test(e2e_qemu, timer_tsc_khz)
 	check(khz > 100000 && khz < 10000000, "implausible tsc_khz=%lu", (unsigned long)khz);
 	uint64_t host = host_tsc_khz();
 	check(khz * 100 > host * 97 && khz * 100 < host * 103,
-	      "guest tsc_khz=%lu, host TSC measures %lu kHz", (unsigned long)khz, (unsigned long)host);
+	      "guest tsc_khz=%lu, host TSC measures %lu kHz", (unsigned long)khz,
+	      (unsigned long)host);
 }
 
 Test(e2e_qemu, smp_one_cpu)
@@ -291,13 +297,15 @@ Test(e2e_qemu, echo_input_before_boot)
 	struct harness_opts o = {.stdin_data = "early bird\r\n"};
 	boot(1, 256, "probe=echo", &o);
 	check(probe_end_ok(cur.res.out), "no single PROBE-END status=ok");
-	check(probe_line_with(cur.res.out, "echo", "line", "early bird") != NULL, "line not echoed");
+	check(probe_line_with(cur.res.out, "echo", "line", "early bird") != NULL,
+	      "line not echoed");
 }
 
 Test(e2e_qemu, echo_timeout)
 {
 	boot(1, 256, "probe=echo echo.timeout=1", NULL);
-	check(probe_line_with(cur.res.out, "echo", "timeout", "1") != NULL, "ready line lacks timeout=1");
+	check(probe_line_with(cur.res.out, "echo", "timeout", "1") != NULL,
+	      "ready line lacks timeout=1");
 	const char *end = probe_end_line(cur.res.out);
 	check(end != NULL, "no PROBE-END");
 	expect_str(end, "status", "fail");
@@ -359,4 +367,17 @@ Test(e2e_qemu, end_is_i8042_reset)
 	check(probe_end_ok(cur.res.out), "no single PROBE-END status=ok");
 	check(last_kvm_exit_reason() == KVM_EXIT_IO_REASON, "last KVM exit was %d, not KVM_EXIT_IO",
 	      last_kvm_exit_reason());
+}
+
+/* An exception with the probe's IDT in place is reported by the guest itself. */
+Test(e2e_qemu, fault_exception_reported)
+{
+	boot(1, 256, "probe=fault fault.kind=exception", NULL);
+	const char *t = line("trap");
+	check(get_u64(t, "vector") == 6, "expected #UD (vector 6)");
+	check(get_u64(t, "rip") >= 0x100000, "RIP outside the probe image");
+	const char *end = probe_end_line(cur.res.out);
+	check(end != NULL, "no PROBE-END");
+	expect_str(end, "status", "fail");
+	expect_str(end, "reason", "exception");
 }

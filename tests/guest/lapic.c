@@ -5,9 +5,9 @@
  */
 #include "probe.h"
 
-#define LVT_MASKED  (1u << 16)
-#define DCR_DIV1    0xB
-#define DCR_DIV16   0x3
+#define LVT_MASKED (1u << 16)
+#define DCR_DIV1   0xB
+#define DCR_DIV16  0x3
 
 volatile uint64_t lapic_timer_ticks;
 static uint64_t timer_khz;

@@ -58,12 +58,12 @@ int strncmp(const char *a, const char *b, size_t n)
 
 void uart_init(void)
 {
-	outb(COM1 + UART_IER, 0x00);	/* no UART interrupts: everything is polled */
-	outb(COM1 + UART_LCR, 0x80);	/* DLAB: divisor 1 (115200) */
+	outb(COM1 + UART_IER, 0x00); /* no UART interrupts: everything is polled */
+	outb(COM1 + UART_LCR, 0x80); /* DLAB: divisor 1 (115200) */
 	outb(COM1 + 0, 0x01);
 	outb(COM1 + 1, 0x00);
-	outb(COM1 + UART_LCR, 0x03);	/* 8N1 */
-	outb(COM1 + UART_MCR, 0x03);	/* DTR | RTS */
+	outb(COM1 + UART_LCR, 0x03); /* 8N1 */
+	outb(COM1 + UART_MCR, 0x03); /* DTR | RTS */
 }
 
 static void uart_tx(char c)

@@ -28,14 +28,8 @@ struct probe_test {
 
 /* Sorted by name; later test families (virtio, hostile) slot in here. */
 static const struct probe_test tests[] = {
-	{"echo", test_echo},
-	{"fault", test_fault},
-	{"hello", test_hello},
-	{"idle", test_idle},
-	{"irq", test_irq},
-	{"pci", test_pci},
-	{"smp", test_smp},
-	{"timer", test_timer},
+    {"echo", test_echo}, {"fault", test_fault}, {"hello", test_hello}, {"idle", test_idle},
+    {"irq", test_irq},   {"pci", test_pci},     {"smp", test_smp},     {"timer", test_timer},
 };
 
 #define MAX_RUN 32
@@ -223,7 +217,8 @@ void probe_main(uint32_t start_info_paddr)
 	for (unsigned i = 0; i < nrun; i++) {
 		const char *why = run[i]->run();
 		if (why) {
-			probe_printf("PROBE-END status=fail reason=%s test=%s\n", why, run[i]->name);
+			probe_printf("PROBE-END status=fail reason=%s test=%s\n", why,
+			             run[i]->name);
 			probe_reset();
 		}
 	}

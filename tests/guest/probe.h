@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROBE_MAX_CPUS     64
-#define PROBE_CMDLINE_MAX  1024
-#define PROBE_MEMMAP_MAX   64
+#define PROBE_MAX_CPUS    64
+#define PROBE_CMDLINE_MAX 1024
+#define PROBE_MEMMAP_MAX  64
 
 /* ---- port and MMIO access ---- */
 static inline void outb(uint16_t port, uint8_t v)
@@ -60,8 +60,9 @@ static inline uint64_t rdtsc(void)
 }
 static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
-	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
-			 : "a"(leaf), "c"(sub));
+	__asm__ volatile("cpuid"
+	                 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+	                 : "a"(leaf), "c"(sub));
 }
 static inline void cpu_relax(void)
 {
@@ -130,16 +131,16 @@ void irq_register(unsigned vector, irq_handler_fn *handler);
 void trap_load_idt(void);
 
 /* ---- local APIC (lapic.c) ---- */
-#define LAPIC_BASE      0xFEE00000ull
-#define LAPIC_ID        0x020
-#define LAPIC_EOI       0x0B0
-#define LAPIC_SVR       0x0F0
-#define LAPIC_ICR_LO    0x300
-#define LAPIC_ICR_HI    0x310
-#define LAPIC_LVT_TIMER 0x320
-#define LAPIC_TIMER_ICR 0x380
-#define LAPIC_TIMER_CCR 0x390
-#define LAPIC_TIMER_DCR 0x3E0
+#define LAPIC_BASE            0xFEE00000ull
+#define LAPIC_ID              0x020
+#define LAPIC_EOI             0x0B0
+#define LAPIC_SVR             0x0F0
+#define LAPIC_ICR_LO          0x300
+#define LAPIC_ICR_HI          0x310
+#define LAPIC_LVT_TIMER       0x320
+#define LAPIC_TIMER_ICR       0x380
+#define LAPIC_TIMER_CCR       0x390
+#define LAPIC_TIMER_DCR       0x3E0
 #define LAPIC_TIMER_VECTOR    0x40
 #define LAPIC_SPURIOUS_VECTOR 0xFF
 
@@ -202,6 +203,6 @@ void ap_main(void);
  */
 typedef const char *probe_test_fn(void);
 probe_test_fn test_echo, test_fault, test_hello, test_idle, test_irq, test_pci, test_smp,
-	test_timer;
+    test_timer;
 
 #endif

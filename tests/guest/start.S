@@ -111,21 +111,24 @@ ap64:
 	hlt
 	jmp 4b
 
-/* ---- interrupt stubs: 16 bytes each, vector v at isr_stubs + 16 * v ---- */
+/* ---- interrupt stubs: 16 bytes each, vector v at isr_stubs + 16 * v (trap.c) ---- */
 	.section .text, "ax", @progbits
 	.balign 16
 	.globl isr_stubs
 isr_stubs:
 	.set vec, 0
 	.rept 256
-	.balign 16
-	.if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+	.set errcode, (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17)
+	.set errcode, errcode || (vec == 21) || (vec == 29) || (vec == 30)
+	.if errcode
 	/* the CPU pushed an error code */
 	.else
 	pushq $0
 	.endif
 	pushq $vec
 	jmp isr_common
+	/* pads to the next stub; fails to assemble if a stub outgrew 16 bytes */
+	.org isr_stubs + 16 * (vec + 1), 0xcc
 	.set vec, vec + 1
 	.endr
 

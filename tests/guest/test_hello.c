@@ -23,9 +23,9 @@ const char *test_hello(void)
 	probe_printf("PROBE hello cmdline=");
 	probe_print_quoted(cl, strlen(cl));
 	probe_printf(" vendor=%s mem_entries=%u ram_mib=%lu\n", vendor, probe_memmap_entries,
-		     ram >> 20);
+	             ram >> 20);
 	for (unsigned i = 0; i < probe_memmap_entries; i++)
-		probe_printf("PROBE hello.mem addr=0x%lx size=0x%lx type=%u\n", probe_memmap[i].addr,
-			     probe_memmap[i].size, probe_memmap[i].type);
+		probe_printf("PROBE hello.mem addr=0x%lx size=0x%lx type=%u\n",
+		             probe_memmap[i].addr, probe_memmap[i].size, probe_memmap[i].type);
 	return NULL;
 }

@@ -24,6 +24,6 @@ const char *test_idle(void)
 	}
 	lapic_timer_stop();
 	probe_printf("PROBE idle secs=%lu wakeups=%u elapsed_ms=%lu\n", secs, wakeups,
-		     probe_us_since(t0) / 1000);
+	             probe_us_since(t0) / 1000);
 	return NULL;
 }

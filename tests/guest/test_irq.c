@@ -28,6 +28,6 @@ const char *test_irq(void)
 
 	uint64_t ticks = lapic_timer_ticks - start;
 	probe_printf("PROBE irq lapic_timer=%s ticks=%lu lapic_khz=%lu elapsed_us=%lu\n",
-		     ticks ? "ok" : "none", ticks, khz, probe_us_since(t0));
+	             ticks ? "ok" : "none", ticks, khz, probe_us_since(t0));
 	return ticks ? NULL : "no-timer-irq";
 }

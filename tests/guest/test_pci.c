@@ -14,8 +14,9 @@ static void print_function(unsigned dev, unsigned fn, uint32_t id, uint32_t hdr)
 	unsigned type = hdr & 0x7f;
 	unsigned nbars = type == 0 ? 6 : type == 1 ? 2 : 0;
 
-	probe_printf("PROBE pci dev=00:%02x.%u vendor=0x%04x device=0x%04x class=0x%06x hdr=0x%02x bars=",
-		     dev, fn, id & 0xffff, id >> 16, class, hdr);
+	probe_printf(
+	    "PROBE pci dev=00:%02x.%u vendor=0x%04x device=0x%04x class=0x%06x hdr=0x%02x bars=",
+	    dev, fn, id & 0xffff, id >> 16, class, hdr);
 	bool any = false;
 	for (unsigned i = 0; i < nbars; i++) {
 		uint32_t v = pci_cfg_read32(0, dev, fn, 0x10 + 4 * i);
@@ -27,7 +28,8 @@ static void print_function(unsigned dev, unsigned fn, uint32_t id, uint32_t hdr)
 			addr = v & ~3u;
 		} else if (((v >> 1) & 3) == 2 && i + 1 < nbars) {
 			kind = "m64";
-			addr = (v & ~0xfu) | (uint64_t)pci_cfg_read32(0, dev, fn, 0x14 + 4 * i) << 32;
+			addr = (v & ~0xfu) | (uint64_t)pci_cfg_read32(0, dev, fn, 0x14 + 4 * i)
+			                         << 32;
 			i++;
 		} else {
 			kind = "m32";

@@ -6,20 +6,20 @@
  */
 #include "probe.h"
 
-#define AP_TRAMPOLINE    0x8000ull
-#define AP_STACK_SIZE    4096
-#define ICR_INIT         0x00004500u /* INIT, level assert */
-#define ICR_STARTUP      0x00004600u /* Start-up, vector = page number */
-#define ICR_BUSY         (1u << 12)
-#define SIG_RSDP         0x2052545020445352ull /* "RSD PTR " */
-#define SIG_MP           0x5f504d5fu           /* "_MP_" */
+#define AP_TRAMPOLINE 0x8000ull
+#define AP_STACK_SIZE 4096
+#define ICR_INIT      0x00004500u /* INIT, level assert */
+#define ICR_STARTUP   0x00004600u /* Start-up, vector = page number */
+#define ICR_BUSY      (1u << 12)
+#define SIG_RSDP      0x2052545020445352ull /* "RSD PTR " */
+#define SIG_MP        0x5f504d5fu           /* "_MP_" */
 
 extern const char ap_trampoline[], ap_trampoline_end[];
 
 /* Read by start.S when an AP reaches long mode. */
 uint64_t ap_stack_top;
 static uint8_t ap_stacks[PROBE_MAX_CPUS][AP_STACK_SIZE]
-	__attribute__((section(".bss.noinit.ap_stacks"), aligned(16)));
+    __attribute__((section(".bss.noinit.ap_stacks"), aligned(16)));
 static volatile unsigned ap_reported_id;
 static volatile int ap_ready;
 
@@ -61,7 +61,7 @@ static uint64_t scan_rsdp(uint64_t start, uint64_t end)
 
 static uint64_t ebda_base(void)
 {
-	uint64_t b = (uint64_t)*(const volatile uint16_t *)0x40e << 4;
+	uint64_t b = (uint64_t) * (const volatile uint16_t *)0x40e << 4;
 	return (b >= 0x80000 && b < 0xa0000) ? b : 0;
 }
 

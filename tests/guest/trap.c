@@ -33,11 +33,11 @@ static void idt_set(unsigned vec)
 {
 	uint64_t addr = (uint64_t)(isr_stubs + 16 * vec);
 	idt[vec] = (struct idt_gate){
-		.off_lo = (uint16_t)addr,
-		.sel = 0x10,
-		.type = 0x8e, /* present, DPL0, 64-bit interrupt gate */
-		.off_mid = (uint16_t)(addr >> 16),
-		.off_hi = (uint32_t)(addr >> 32),
+	    .off_lo = (uint16_t)addr,
+	    .sel = 0x10,
+	    .type = 0x8e, /* present, DPL0, 64-bit interrupt gate */
+	    .off_mid = (uint16_t)(addr >> 16),
+	    .off_hi = (uint32_t)(addr >> 32),
 	};
 }
 
@@ -78,6 +78,6 @@ void trap_dispatch(struct trap_frame *f)
 	uint64_t cr2;
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
 	probe_printf("PROBE trap vector=%u error=0x%lx rip=0x%lx cr2=0x%lx rsp=0x%lx apic_id=%u\n",
-		     v, f->error, f->rip, cr2, f->rsp, lapic_id());
+	             v, f->error, f->rip, cr2, f->rsp, lapic_id());
 	probe_fail(v < 32 ? "exception" : "unexpected-interrupt");
 }

@@ -115,7 +115,8 @@ Test(arch_bzimage, loads_at_pref_address)
 	cr_assert_eq(arch_le32(e + 16), 1);
 	cr_assert_eq(arch_le64(e + 20), X86_EBDA_START);
 	cr_assert_eq(arch_le32(e + 36), 2);
-	cr_assert_eq(arch_le64(e + 40), X86_BIOS_TABLES_ADDR);
+	cr_assert_eq(arch_le64(e + 40), X86_ACPI_ADDR);
+	cr_assert_eq(arch_le64(e + 48), 0x20000);
 	cr_assert_eq(arch_le32(e + 56), 2);
 	cr_assert_eq(arch_le64(e + 60), MIB);
 	cr_assert_eq(arch_le64(e + 68), 63 * MIB);

@@ -132,6 +132,8 @@ Test(arch_elf, pvh_note_in_phdr)
 	cr_assert_eq(arch_le32(si + 4), 1);
 	cr_assert_eq(arch_le32(si + 12), 0, "no modules without an initrd");
 	cr_assert_eq(arch_le64(si + 24), X86_CMDLINE_ADDR);
+	cr_assert_eq(arch_le64(si + 32), X86_ACPI_ADDR, "rsdp_paddr");
+	cr_assert_eq(memcmp(arch_gpa(&m, X86_ACPI_ADDR, 8), "RSD PTR ", 8), 0);
 	cr_assert_str_eq((char *)arch_gpa(&m, X86_CMDLINE_ADDR, 14), "console=ttyS0");
 	cr_assert_eq(arch_le64(si + 40), X86_PVH_MEMMAP_ADDR);
 	cr_assert_eq(arch_le32(si + 48), 4);
@@ -180,6 +182,7 @@ Test(arch_elf, vmlinux_gets_zero_page)
 	cr_assert_eq(memcmp(bp + 0x202, "HdrS", 4), 0);
 	cr_assert_geq(arch_le16(bp + 0x206), 0x20a);
 	cr_assert_eq(bp[0x210], 0xff, "type_of_loader");
+	cr_assert_eq(arch_le64(bp + 0x70), X86_ACPI_ADDR, "acpi_rsdp_addr");
 	cr_assert_eq(arch_le32(bp + 0x228), X86_CMDLINE_ADDR);
 	cr_assert_eq(arch_le32(bp + 0x238), 65535, "cmdline_size");
 	cr_assert_str_eq((char *)arch_gpa(&m, X86_CMDLINE_ADDR, 14), "root=/dev/vda");

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "tests/common/facility.h"
 #include "tests/unit/arch/arch_fixture.h"
 
 /* The smallest PVH kernel: one PT_LOAD at 1 MiB and the Xen PHYS32_ENTRY note. */

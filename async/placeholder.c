@@ -1,1 +1,0 @@
-int async_placeholder;

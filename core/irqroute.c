@@ -1,0 +1,89 @@
+/* GSI routing table kept in userspace and pushed whole (see irqroute.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "core/irqroute.h"
+
+#define LEGACY_ENTRIES (16 * 2 + 8) /* 0-15 on PIC + IOAPIC, 16-23 IOAPIC only */
+
+static int push(struct irqroute *r)
+{
+	size_t max = LEGACY_ENTRIES + IRQROUTE_MAX_MSI;
+	struct kvm_irq_routing *t =
+		calloc(1, sizeof(*t) + max * sizeof(struct kvm_irq_routing_entry));
+	if (!t)
+		return -ENOMEM;
+	unsigned n = 0;
+	for (unsigned gsi = 0; gsi < 24; gsi++) {
+		if (gsi < 16 && gsi != 2) {
+			/* IRQ2 is the PIC cascade; everything else also goes to the PIC. */
+			t->entries[n].gsi = gsi;
+			t->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+			t->entries[n].u.irqchip.irqchip =
+				gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+			t->entries[n].u.irqchip.pin = gsi % 8;
+			n++;
+		}
+		t->entries[n].gsi = gsi;
+		t->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		t->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		t->entries[n].u.irqchip.pin = gsi;
+		n++;
+	}
+	for (unsigned i = 0; i < r->nmsi; i++) {
+		if (!r->msi[i].active)
+			continue;
+		t->entries[n].gsi = IRQROUTE_FIRST_MSI_GSI + i;
+		t->entries[n].type = KVM_IRQ_ROUTING_MSI;
+		t->entries[n].u.msi.address_lo = (uint32_t)r->msi[i].addr;
+		t->entries[n].u.msi.address_hi = (uint32_t)(r->msi[i].addr >> 32);
+		t->entries[n].u.msi.data = r->msi[i].data;
+		n++;
+	}
+	t->nr = n;
+	int ret = ioctl(r->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? -errno : 0;
+	free(t);
+	return ret;
+}
+
+int irqroute_init(struct irqroute *r, int vm_fd)
+{
+	memset(r, 0, sizeof(*r));
+	r->vm_fd = vm_fd;
+	int e = pthread_mutex_init(&r->lock, NULL);
+	if (e)
+		return -e;
+	return push(r);
+}
+
+int irqroute_alloc_msi(struct irqroute *r)
+{
+	pthread_mutex_lock(&r->lock);
+	int gsi = r->nmsi < IRQROUTE_MAX_MSI ? (int)(IRQROUTE_FIRST_MSI_GSI + r->nmsi++) : -ENOSPC;
+	pthread_mutex_unlock(&r->lock);
+	return gsi;
+}
+
+int irqroute_set_msi(struct irqroute *r, unsigned gsi, uint64_t addr, uint32_t data, int active)
+{
+	if (gsi < IRQROUTE_FIRST_MSI_GSI)
+		return -EINVAL;
+	unsigned i = gsi - IRQROUTE_FIRST_MSI_GSI;
+	pthread_mutex_lock(&r->lock);
+	int ret = -EINVAL;
+	if (i < r->nmsi) {
+		r->msi[i].addr = addr;
+		r->msi[i].data = data;
+		r->msi[i].active = active;
+		ret = push(r);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+void irqroute_destroy(struct irqroute *r)
+{
+	pthread_mutex_destroy(&r->lock);
+}

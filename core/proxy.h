@@ -1,0 +1,91 @@
+/*
+ * The main process's stand-in for a device that lives in another process.
+ * It sits in a PCI slot and, while the guest has memory decoding enabled, on
+ * the MMIO bus at the device's BARs, and forwards every access over the
+ * device's bus socket: reads wait for the reply (bounded: a device that does
+ * not answer in PROXY_REPLY_TIMEOUT_MS is declared dead), writes are posted
+ * but stay in order. It watches the guest's BAR and command-register writes
+ * itself, so the bus ranges and the device's ioeventfds follow a moved BAR
+ * without trusting the device to report it. It also serves the device's
+ * VM-control requests (MSI routes, ioeventfds), validating each one.
+ */
+#ifndef RINGVM_CORE_PROXY_H
+#define RINGVM_CORE_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "core/ipc.h"
+#include "core/irqroute.h"
+#include "core/vm.h"
+
+#define PROXY_REPLY_TIMEOUT_MS 5000
+#define PROXY_MAX_VECTORS      64
+#define PROXY_MAX_IOEVENTFDS   64
+
+struct proxy;
+
+struct proxy_bar {
+	struct proxy *proxy;
+	unsigned index;
+	struct ipc_bar_info info;
+	uint32_t reg_lo, reg_hi; /* latched BAR register values */
+	uint64_t mapped_at;      /* guest address while on the bus */
+	bool mapped;
+};
+
+struct proxy {
+	struct vm *vm;
+	struct irqroute *routes;
+	char name[16];
+	unsigned slot;
+	int bus_sock, ctl_sock;
+	pid_t pid;
+	int pidfd;
+	pthread_mutex_t lock; /* one request/reply at a time on bus_sock; BAR state */
+	uint32_t seq;
+	atomic_bool dead;
+	bool shutting_down;
+	uint16_t command; /* latched PCI command register */
+	struct proxy_bar bars[IPC_MAX_BARS];
+	struct {
+		int irqfd; /* -1: vector not set up */
+		int gsi;
+	} vec[PROXY_MAX_VECTORS];
+	struct {
+		int fd;
+		uint8_t bar;
+		uint32_t off;
+		bool registered; /* currently known to KVM at bars[bar].mapped_at + off */
+	} ioev[PROXY_MAX_IOEVENTFDS];
+	unsigned nioev;
+};
+
+/*
+ * Take over the main-process ends of a freshly spawned device's sockets and
+ * its pidfd; do the HELLO handshake; program initial BAR addresses from
+ * *mmio_next (advanced past them); plug into PCI slot. 0 or -errno (logged).
+ * On failure the caller still owns pid/pidfd (to kill and reap).
+ */
+int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
+	       unsigned slot, int bus_sock, int ctl_sock, pid_t pid, int pidfd,
+	       uint64_t *mmio_next) __attribute__((warn_unused_result));
+
+/* Serve one message from ctl_sock (called when it is readable). -errno when the device must die. */
+int proxy_handle_ctl(struct proxy *p) __attribute__((warn_unused_result));
+
+/*
+ * Ask the device to finish and exit, wait up to timeout_ms for it, SIGKILL it
+ * otherwise, and reap it. Returns the wait status (as waitpid) or -errno.
+ */
+int proxy_shutdown(struct proxy *p, int timeout_ms);
+
+/* Describe how the device process ended, from a wait status, into buf. */
+const char *proxy_describe_exit(int status, char *buf, size_t len);
+
+/* Close everything (after proxy_shutdown). */
+void proxy_destroy(struct proxy *p);
+
+#endif
