@@ -16,6 +16,6 @@
  * not 4 KiB aligned, or too large for the address space.
  */
 int arch_ram_layout(uint64_t ram_size, struct guest_region *regions, unsigned max)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 #endif

@@ -63,7 +63,7 @@ int coro_stack_create(struct coro *c, size_t size)
 	/* Map everything inaccessible, then open the stack part: the lowest
 	 * page stays PROT_NONE and is where a downward overflow lands. */
 	map = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-		   -1, 0);
+	           -1, 0);
 	if (map == MAP_FAILED)
 		return -errno;
 	if (mprotect((char *)map + page, usable, PROT_READ | PROT_WRITE) != 0) {
@@ -120,18 +120,17 @@ void coro_arch_entry(struct coro *c)
 	abort();
 }
 
+#ifdef CORO_ASAN
+/* Out of line under ASan only (coro.h inlines the plain swap otherwise). */
 void coro_switch(struct coro *from, struct coro *to)
 {
-#ifdef CORO_ASAN
 	__sanitizer_start_switch_fiber(&from->asan_fake, to->asan_bottom, to->asan_size);
 	switching_from = from;
-#endif
 	coro_arch_swap(from, to);
-#ifdef CORO_ASAN
 	struct coro *prev = switching_from;
 	__sanitizer_finish_switch_fiber(from->asan_fake, &prev->asan_bottom, &prev->asan_size);
-#endif
 }
+#endif
 
 void coro_exit(struct coro *from, struct coro *to)
 {

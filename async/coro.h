@@ -30,7 +30,7 @@ struct coro {
 #else
 	ucontext_t uc;
 #endif
-	void *map;         /* whole mapping, guard page included (NULL: thread stack) */
+	void *map; /* whole mapping, guard page included (NULL: thread stack) */
 	size_t map_size;
 	void *stack;       /* lowest usable byte, just above the guard page */
 	size_t stack_size; /* usable bytes */
@@ -73,12 +73,23 @@ void coro_stack_destroy(struct coro *c);
  */
 void coro_prepare(struct coro *c, coro_fn *fn, void *arg);
 
+/* The backend's raw swap (coro_x86_64.c or coro_ucontext.c). */
+void coro_arch_swap(struct coro *from, struct coro *to);
+
 /*
  * Save the current context into `from` and resume `to`. Returns when some
  * context switches back to `from`. Costs no system call. `from` must be the
- * context currently running.
+ * context currently running. Inline without ASan: one call less on the
+ * hottest path (and one return-stack misprediction less).
  */
+#if defined(__SANITIZE_ADDRESS__)
 void coro_switch(struct coro *from, struct coro *to);
+#else
+static inline void coro_switch(struct coro *from, struct coro *to)
+{
+	coro_arch_swap(from, to);
+}
+#endif
 
 /*
  * Final switch of a coroutine that has finished: like coro_switch but

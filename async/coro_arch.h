@@ -14,7 +14,4 @@ __attribute__((noreturn)) void coro_arch_entry(struct coro *c);
 /* Make c start in coro_arch_entry(c) at the top of its stack. */
 void coro_arch_prepare(struct coro *c);
 
-/* Save the running context into from, resume to. */
-void coro_arch_swap(struct coro *from, struct coro *to);
-
 #endif

@@ -34,7 +34,7 @@ void coro_arch_prepare(struct coro *c)
 	c->uc.uc_link = NULL;
 #if UINTPTR_MAX > 0xffffffffu
 	makecontext(&c->uc, (void (*)(void))ucontext_entry, 2, (unsigned int)p,
-		    (unsigned int)(p >> 32));
+	            (unsigned int)(p >> 32));
 #else
 	makecontext(&c->uc, (void (*)(void))ucontext_entry, 2, (unsigned int)p, 0u);
 #endif

@@ -23,46 +23,46 @@ _Static_assert(__builtin_offsetof(struct coro, sp) == 0, "asm below expects sp f
  * the top of the stack.
  */
 __asm__(".text\n"
-	".globl coro_arch_swap\n"
-	".type coro_arch_swap,@function\n"
-	".p2align 4\n"
-	"coro_arch_swap:\n"
-	"	.cfi_startproc\n"
-	"	pushq %rbp\n"
-	"	pushq %rbx\n"
-	"	pushq %r12\n"
-	"	pushq %r13\n"
-	"	pushq %r14\n"
-	"	pushq %r15\n"
-	"	subq $8, %rsp\n"
-	"	stmxcsr (%rsp)\n"
-	"	fnstcw 4(%rsp)\n"
-	"	movq %rsp, (%rdi)\n"
-	"	movq (%rsi), %rsp\n"
-	"	ldmxcsr (%rsp)\n"
-	"	fldcw 4(%rsp)\n"
-	"	addq $8, %rsp\n"
-	"	popq %r15\n"
-	"	popq %r14\n"
-	"	popq %r13\n"
-	"	popq %r12\n"
-	"	popq %rbx\n"
-	"	popq %rbp\n"
-	"	ret\n"
-	"	.cfi_endproc\n"
-	".size coro_arch_swap, .-coro_arch_swap\n"
-	"\n"
-	".type coro_x86_64_trampoline,@function\n"
-	".p2align 4\n"
-	"coro_x86_64_trampoline:\n"
-	"	.cfi_startproc\n"
-	"	.cfi_undefined rip\n"
-	"	xorl %ebp, %ebp\n"
-	"	movq %r12, %rdi\n"
-	"	call coro_arch_entry\n"
-	"	ud2\n"
-	"	.cfi_endproc\n"
-	".size coro_x86_64_trampoline, .-coro_x86_64_trampoline\n");
+        ".globl coro_arch_swap\n"
+        ".type coro_arch_swap,@function\n"
+        ".p2align 4\n"
+        "coro_arch_swap:\n"
+        "	.cfi_startproc\n"
+        "	pushq %rbp\n"
+        "	pushq %rbx\n"
+        "	pushq %r12\n"
+        "	pushq %r13\n"
+        "	pushq %r14\n"
+        "	pushq %r15\n"
+        "	subq $8, %rsp\n"
+        "	stmxcsr (%rsp)\n"
+        "	fnstcw 4(%rsp)\n"
+        "	movq %rsp, (%rdi)\n"
+        "	movq (%rsi), %rsp\n"
+        "	ldmxcsr (%rsp)\n"
+        "	fldcw 4(%rsp)\n"
+        "	addq $8, %rsp\n"
+        "	popq %r15\n"
+        "	popq %r14\n"
+        "	popq %r13\n"
+        "	popq %r12\n"
+        "	popq %rbx\n"
+        "	popq %rbp\n"
+        "	ret\n"
+        "	.cfi_endproc\n"
+        ".size coro_arch_swap, .-coro_arch_swap\n"
+        "\n"
+        ".type coro_x86_64_trampoline,@function\n"
+        ".p2align 4\n"
+        "coro_x86_64_trampoline:\n"
+        "	.cfi_startproc\n"
+        "	.cfi_undefined rip\n"
+        "	xorl %ebp, %ebp\n"
+        "	movq %r12, %rdi\n"
+        "	call coro_arch_entry\n"
+        "	ud2\n"
+        "	.cfi_endproc\n"
+        ".size coro_x86_64_trampoline, .-coro_x86_64_trampoline\n");
 
 void coro_x86_64_trampoline(void);
 
@@ -79,12 +79,12 @@ void coro_arch_prepare(struct coro *c)
 	__asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
 	__asm__ volatile("fnstcw %0" : "=m"(fpucw));
 	f[0] = (uint64_t)mxcsr | (uint64_t)fpucw << 32;
-	f[1] = 0;                                     /* r15 */
-	f[2] = 0;                                     /* r14 */
-	f[3] = 0;                                     /* r13 */
-	f[4] = (uint64_t)(uintptr_t)c;                /* r12: trampoline's argument */
-	f[5] = 0;                                     /* rbx */
-	f[6] = 0;                                     /* rbp */
+	f[1] = 0;                                           /* r15 */
+	f[2] = 0;                                           /* r14 */
+	f[3] = 0;                                           /* r13 */
+	f[4] = (uint64_t)(uintptr_t)c;                      /* r12: trampoline's argument */
+	f[5] = 0;                                           /* rbx */
+	f[6] = 0;                                           /* rbp */
 	f[7] = (uint64_t)(uintptr_t)coro_x86_64_trampoline; /* return address */
 	c->sp = f;
 }

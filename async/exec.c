@@ -52,16 +52,6 @@ void task_make_runnable(struct exec *ex, struct exec_task *t)
 	ex->run_tail = t;
 }
 
-void task_park(struct exec *ex, enum park why, void *obj)
-{
-	struct exec_task *t = ex->current;
-
-	t->park = why;
-	t->park_obj = obj;
-	t->wake_res = 0;
-	coro_switch(&t->coro, &ex->sched);
-}
-
 static void task_free(struct exec_task *t)
 {
 	coro_stack_destroy(&t->coro);
@@ -120,6 +110,8 @@ static void task_main(void *arg)
 	coro_exit(&t->coro, &ex->sched);
 }
 
+/* Returns once the loop's context is switched back to: by t, or by a later
+ * task of the same pass that had nobody left to hand over to. */
 static void task_resume(struct exec *ex, struct exec_task *t)
 {
 	ex->current = t;
@@ -133,8 +125,7 @@ static void task_resume(struct exec *ex, struct exec_task *t)
 	}
 }
 
-int exec_spawn(struct exec *ex, exec_fn *fn, void *arg, size_t stack_size,
-	       struct exec_task **task)
+int exec_spawn(struct exec *ex, exec_fn *fn, void *arg, size_t stack_size, struct exec_task **task)
 {
 	struct exec_task *t;
 	int ret;
@@ -189,14 +180,14 @@ err_free:
  * woken meanwhile wait for the next pass, after the next submit/reap. */
 static void run_ready(struct exec *ex)
 {
-	struct exec_task *t = ex->run_head;
+	struct exec_task *t;
 
+	ex->batch = ex->run_head;
 	ex->run_head = ex->run_tail = NULL;
-	while (t) {
-		struct exec_task *next = t->next;
+	while ((t = ex->batch)) {
+		ex->batch = t->next;
 		t->next = NULL;
 		task_resume(ex, t);
-		t = next;
 	}
 }
 
@@ -229,9 +220,13 @@ int reap_and_submit(struct exec *ex, bool wait)
 	return 0;
 }
 
-static int loop_step(struct exec *ex)
+/* One loop iteration on behalf of exec_join(until) or exec_run (until NULL):
+ * never blocks once what the caller waits for has happened. */
+static int loop_step(struct exec *ex, struct exec_task *until)
 {
 	run_ready(ex);
+	if (until ? until->done : !ex->ntasks)
+		return 0;
 	if (!ex->run_head && !ex->inflight)
 		return ex->ntasks ? -EDEADLK : 0; /* nothing left that could wake anyone */
 	return reap_and_submit(ex, ex->run_head == NULL);
@@ -245,7 +240,7 @@ int exec_run(struct exec *ex)
 		return -EPERM;
 	ex->in_loop = true;
 	while (ex->ntasks) {
-		ret = loop_step(ex);
+		ret = loop_step(ex, NULL);
 		if (ret < 0)
 			break;
 	}
@@ -269,14 +264,15 @@ int exec_join(struct exec *ex, struct exec_task *t)
 			return -EBUSY;
 		t->joiner = self;
 		task_park(ex, PARK_JOIN, t);
-		if (!t->done)
-			return self->wake_res ? self->wake_res : -ECANCELED;
+		/* Cancelled: t may have finished meanwhile, but stays joinable. */
+		if (self->wake_res)
+			return self->wake_res;
 	} else if (!self && !t->done) {
 		if (ex->in_loop)
 			return -EPERM;
 		ex->in_loop = true;
 		while (!t->done) {
-			ret = loop_step(ex);
+			ret = loop_step(ex, t);
 			if (ret < 0 && !t->done) {
 				ex->in_loop = false;
 				return ret;
@@ -296,8 +292,8 @@ void exec_yield(struct exec *ex)
 	if (!t)
 		return;
 	task_make_runnable(ex, t);
-	t->park = PARK_YIELD;
-	coro_switch(&t->coro, &ex->sched);
+	task_park(ex, PARK_YIELD, NULL);
+	t->park = PARK_NONE;
 }
 
 struct exec_task *exec_self(struct exec *ex)

@@ -44,11 +44,11 @@ enum {
 
 /* Ring and executor sizing. Zeroed fields take the defaults in brackets. */
 struct exec_params {
-	unsigned sq_entries; /* SQ size [256] */
-	unsigned cq_entries; /* CQ size, also the cap on operations in flight [2 * sq] */
-	size_t stack_size;   /* stack of tasks spawned with stack_size 0 [EXEC_STACK_DEFAULT] */
+	unsigned sq_entries;  /* SQ size [256] */
+	unsigned cq_entries;  /* CQ size, also the cap on operations in flight [2 * sq] */
+	size_t stack_size;    /* stack of tasks spawned with stack_size 0 [EXEC_STACK_DEFAULT] */
 	unsigned no_features; /* EXEC_FEAT_* bits not to use even if the kernel has them
-				 (simulates older kernels in tests) [0] */
+	                         (simulates older kernels in tests) [0] */
 };
 
 /*
@@ -62,7 +62,7 @@ EXEC_WUR int exec_create(struct exec **out, const struct exec_params *p);
 /* What exec_restrict applies before enabling the ring. */
 struct exec_restrict_params {
 	const uint8_t *ops; /* allowed IORING_OP_* (ASYNC_CANCEL is always added:
-			       safe cancellation depends on it) */
+	                       safe cancellation depends on it) */
 	unsigned n_ops;
 	const int *files; /* registered as fixed files 0..n_files-1 (EXEC_FIXED) */
 	unsigned n_files;
@@ -80,7 +80,7 @@ struct exec_restrict_params {
  * The calling thread becomes the ring's only submitter. 0 or -errno.
  */
 EXEC_WUR int exec_restrict(struct exec **out, const struct exec_params *p,
-			   const struct exec_restrict_params *r);
+                           const struct exec_restrict_params *r);
 
 /*
  * Tear down. Operations still in flight are cancelled and their
@@ -131,7 +131,7 @@ void exec_stats(const struct exec *ex, struct exec_stats *out);
  * outside the loop. 0 or -errno (-ENOMEM from mmap).
  */
 EXEC_WUR int exec_spawn(struct exec *ex, exec_fn *fn, void *arg, size_t stack_size,
-			struct exec_task **task);
+                        struct exec_task **task);
 
 /*
  * Wait for t to finish and return its fn's return value, freeing t. From a
@@ -193,10 +193,9 @@ uint64_t exec_set_deadline(struct exec *ex, uint64_t deadline_ns);
 EXEC_WUR int exec_nop(struct exec *ex);
 EXEC_WUR int exec_read(struct exec *ex, int fd, void *buf, unsigned len, uint64_t off);
 EXEC_WUR int exec_write(struct exec *ex, int fd, const void *buf, unsigned len, uint64_t off);
-EXEC_WUR int exec_readv(struct exec *ex, int fd, const struct iovec *iov, unsigned n,
-			uint64_t off);
+EXEC_WUR int exec_readv(struct exec *ex, int fd, const struct iovec *iov, unsigned n, uint64_t off);
 EXEC_WUR int exec_writev(struct exec *ex, int fd, const struct iovec *iov, unsigned n,
-			 uint64_t off);
+                         uint64_t off);
 EXEC_WUR int exec_fsync(struct exec *ex, int fd);
 EXEC_WUR int exec_fdatasync(struct exec *ex, int fd);
 /* fallocate(2) with any mode; the two helpers below are the common ones. */
@@ -211,9 +210,8 @@ EXEC_WUR int exec_recvmsg(struct exec *ex, int fd, struct msghdr *msg, unsigned 
 EXEC_WUR int exec_sendmsg(struct exec *ex, int fd, const struct msghdr *msg, unsigned flags);
 /* Returns the new connected fd (SOCK_CLOEXEC etc. in flags). */
 EXEC_WUR int exec_accept(struct exec *ex, int fd, struct sockaddr *addr, socklen_t *addrlen,
-			 int flags);
-EXEC_WUR int exec_connect(struct exec *ex, int fd, const struct sockaddr *addr,
-			  socklen_t addrlen);
+                         int flags);
+EXEC_WUR int exec_connect(struct exec *ex, int fd, const struct sockaddr *addr, socklen_t addrlen);
 /* Sleep until the CLOCK_MONOTONIC deadline: 0 when reached, -ECANCELED if cancelled. */
 EXEC_WUR int exec_sleep_until(struct exec *ex, uint64_t deadline_ns);
 /* exec_sleep_until(exec_now() + ns). */
@@ -268,8 +266,8 @@ struct exec_op {
 struct exec_eventfd {
 	int fd;
 	bool armed;
-	uint64_t value;        /* the read's buffer */
-	struct exec_op op;     /* the armed read */
+	uint64_t value;    /* the read's buffer */
+	struct exec_op op; /* the armed read */
 	struct exec_task *waiter;
 	struct exec_eventfd *prev, *next; /* the executor's armed eventfds, for teardown */
 };

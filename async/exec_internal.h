@@ -38,13 +38,13 @@ struct exec_task {
 	void *arg;
 	int result;
 	bool done, detached, cancelled;
-	bool cancel_listed;           /* on ex->cancel_head */
-	unsigned slot_need;           /* CQ slots asked for while PARK_SLOT */
+	bool cancel_listed; /* on ex->cancel_head */
+	unsigned slot_need; /* CQ slots asked for while PARK_SLOT */
 	enum park park;
 	void *park_obj;
-	int wake_res;                 /* what a non-op wait returns */
-	uint64_t deadline;            /* 0: none */
-	struct exec_task *next;       /* run queue, a wait queue, or the free list */
+	int wake_res;                  /* what a non-op wait returns */
+	uint64_t deadline;             /* 0: none */
+	struct exec_task *next;        /* run queue, a wait queue, or the free list */
 	struct exec_task *cancel_next; /* ex->cancel_head list */
 	struct exec_op *cancel_op;     /* the op that list entry is for */
 	struct exec_op *cancel_sent;   /* op already given an ASYNC_CANCEL */
@@ -56,14 +56,15 @@ struct exec {
 	struct io_uring ring;
 	struct coro sched; /* the thread context running the loop */
 	struct exec_task *current;
-	struct exec_task *run_head, *run_tail;
-	struct exec_task *cancel_head; /* tasks whose op still needs an ASYNC_CANCEL */
+	struct exec_task *run_head, *run_tail; /* runnable, for the next pass */
+	struct exec_task *batch;               /* the rest of the current pass */
+	struct exec_task *cancel_head;         /* tasks whose op still needs an ASYNC_CANCEL */
 	struct exec_waitq slot_waiters;
 	struct exec_task *all;
 	struct exec_task *free_tasks; /* finished tasks with default-size stacks */
 	struct exec_task *zombie;     /* just exited, its stack freed after the switch */
 	unsigned nfree;
-	struct exec_eventfd *efds;    /* armed eventfd reads */
+	struct exec_eventfd *efds; /* armed eventfd reads */
 	unsigned inflight, max_inflight;
 	unsigned slots_promised; /* CQ room handed to woken slot waiters */
 	unsigned ntasks;
@@ -81,8 +82,28 @@ EXEC_WUR int ring_setup(struct exec *ex, const struct exec_params *p, bool disab
 
 /* tasks (exec.c) */
 void task_make_runnable(struct exec *ex, struct exec_task *t);
-/* Park the current task until something makes it runnable again. */
-void task_park(struct exec *ex, enum park why, void *obj);
+
+/*
+ * Park the current task until something makes it runnable again. If more
+ * tasks are due in this pass, switch straight to the next one instead of
+ * going through the loop's context: one switch per task per pass, not two.
+ */
+static inline void task_park(struct exec *ex, enum park why, void *obj)
+{
+	struct exec_task *t = ex->current, *next = ex->batch;
+
+	t->park = why;
+	t->park_obj = obj;
+	t->wake_res = 0;
+	if (next) {
+		ex->batch = next->next;
+		next->next = NULL;
+		ex->current = next;
+		coro_switch(&t->coro, &next->coro);
+	} else {
+		coro_switch(&t->coro, &ex->sched);
+	}
+}
 /* Submit queued SQEs (waiting for one completion if wait) and reap all
  * completions. 0, -EDEADLK (wait with nothing in flight) or -errno. */
 EXEC_WUR int reap_and_submit(struct exec *ex, bool wait);

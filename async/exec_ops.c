@@ -26,13 +26,24 @@ struct op_ctx {
 	unsigned n;
 };
 
-static void hwm_update(struct exec *ex)
+static inline void hwm_update(struct exec *ex)
 {
 	if (ex->inflight > ex->inflight_hwm)
 		ex->inflight_hwm = ex->inflight;
 }
 
-int slots_reserve(struct exec *ex, unsigned n)
+/* The common case: CQ room is there, take it. */
+static inline bool slots_fast(struct exec *ex, unsigned n)
+{
+	if (ex->inflight + ex->slots_promised + n > ex->max_inflight)
+		return false;
+	ex->inflight += n;
+	hwm_update(ex);
+	return true;
+}
+
+/* Out of line: only reached when the CQ is (nearly) full. */
+static __attribute__((noinline)) int slots_wait(struct exec *ex, unsigned n)
 {
 	struct exec_task *t = ex->current;
 
@@ -49,6 +60,11 @@ int slots_reserve(struct exec *ex, unsigned n)
 	ex->inflight += n;
 	hwm_update(ex);
 	return 0;
+}
+
+int slots_reserve(struct exec *ex, unsigned n)
+{
+	return slots_fast(ex, n) ? 0 : slots_wait(ex, n);
 }
 
 void slots_release(struct exec *ex, unsigned n)
@@ -70,27 +86,48 @@ void slots_kick(struct exec *ex)
 	}
 }
 
-int sqes_get(struct exec *ex, struct io_uring_sqe **sqes, unsigned n)
+/* A full SQ only means this pass queued a lot: submit early. Both SQEs of a
+ * linked pair must go in the same submission, hence the room check for n. */
+static __attribute__((noinline)) int sq_flush(struct exec *ex, unsigned n)
+{
+	struct io_uring *ring = &ex->ring;
+	int ret;
+
+	do
+		ret = io_uring_submit(ring);
+	while (ret == -EINTR);
+	ex->enters++;
+	if (ret < 0 && ret != -EAGAIN && ret != -EBUSY)
+		return ret;
+	if (io_uring_sq_space_left(ring) < n)
+		return -EBUSY; /* the kernel took nothing: no SQE to be had */
+	return 0;
+}
+
+static inline __attribute__((always_inline)) int sqes_take(struct exec *ex,
+                                                           struct io_uring_sqe **sqes, unsigned n)
 {
 	struct io_uring *ring = &ex->ring;
 	unsigned i;
 
-	/* A full SQ only means this iteration queued a lot: submit early. Both
-	 * SQEs of a linked pair must be in the same submission. */
 	if (io_uring_sq_space_left(ring) < n) {
-		int ret;
-		do
-			ret = io_uring_submit(ring);
-		while (ret == -EINTR);
-		ex->enters++;
-		if (ret < 0 && ret != -EAGAIN && ret != -EBUSY)
+		int ret = sq_flush(ex, n);
+		if (ret)
 			return ret;
-		if (io_uring_sq_space_left(ring) < n)
-			return -EBUSY; /* the kernel took nothing: no SQE to be had */
 	}
-	for (i = 0; i < n; i++)
-		sqes[i] = io_uring_get_sqe(ring);
+	/* Room is known to be there: take the entries without liburing's
+	 * out-of-line io_uring_get_sqe (a PLT call and a second head load). */
+	for (i = 0; i < n; i++) {
+		unsigned tail = ring->sq.sqe_tail;
+		sqes[i] = &ring->sq.sqes[tail & ring->sq.ring_mask];
+		ring->sq.sqe_tail = tail + 1;
+	}
 	return 0;
+}
+
+int sqes_get(struct exec *ex, struct io_uring_sqe **sqes, unsigned n)
+{
+	return sqes_take(ex, sqes, n);
 }
 
 void op_complete(struct exec *ex, struct io_uring_cqe *cqe)
@@ -155,7 +192,9 @@ void cancels_submit(struct exec *ex)
 	}
 }
 
-static int op_begin(struct exec *ex, struct op_ctx *c, unsigned flags)
+/* Inlined into every operation: this and op_await are the per-op hot path. */
+static inline __attribute__((always_inline)) int op_begin(struct exec *ex, struct op_ctx *c,
+                                                          unsigned flags)
 {
 	struct exec_task *t = ex->current;
 	int ret;
@@ -165,10 +204,12 @@ static int op_begin(struct exec *ex, struct op_ctx *c, unsigned flags)
 	if (t->cancelled && !(flags & OPF_CLEANUP))
 		return -ECANCELED;
 	c->n = t->deadline && !(flags & OPF_NO_DEADLINE) ? 2 : 1;
-	ret = slots_reserve(ex, c->n);
-	if (ret)
-		return ret;
-	ret = sqes_get(ex, c->sqe, c->n);
+	if (!slots_fast(ex, c->n)) {
+		ret = slots_wait(ex, c->n);
+		if (ret)
+			return ret;
+	}
+	ret = sqes_take(ex, c->sqe, c->n);
 	if (ret)
 		goto err_release;
 	return 0;
@@ -188,7 +229,7 @@ static void sqe_fd(struct io_uring_sqe *sqe, int fd)
 	}
 }
 
-static int op_await(struct exec *ex, struct op_ctx *c)
+static inline __attribute__((always_inline)) int op_await(struct exec *ex, struct op_ctx *c)
 {
 	struct exec_task *t = ex->current;
 	int res;
@@ -217,22 +258,22 @@ static int op_await(struct exec *ex, struct op_ctx *c)
 		if (c->op.link_res == -ETIME)
 			res = -ETIMEDOUT;
 		else if (c->op.link_res < 0 && c->op.link_res != -ECANCELED &&
-			 c->op.link_res != -EALREADY && c->op.link_res != -ENOENT)
+		         c->op.link_res != -EALREADY && c->op.link_res != -ENOENT)
 			res = c->op.link_res; /* e.g. -EACCES: the timeout itself was refused */
 	}
 	return res;
 }
 
-#define OP(ex, flags, prep)                                                                       \
-	do {                                                                                      \
-		struct op_ctx c;                                                                  \
-		struct io_uring_sqe *sqe;                                                         \
-		int ret_ = op_begin((ex), &c, (flags));                                           \
-		if (ret_)                                                                         \
-			return ret_;                                                              \
-		sqe = c.sqe[0];                                                                   \
-		prep;                                                                             \
-		return op_await((ex), &c);                                                        \
+#define OP(ex, flags, prep)                                                                        \
+	do {                                                                                       \
+		struct op_ctx c;                                                                   \
+		struct io_uring_sqe *sqe;                                                          \
+		int ret_ = op_begin((ex), &c, (flags));                                            \
+		if (ret_)                                                                          \
+			return ret_;                                                               \
+		sqe = c.sqe[0];                                                                    \
+		prep;                                                                              \
+		return op_await((ex), &c);                                                         \
 	} while (0)
 
 int exec_nop(struct exec *ex)

@@ -20,16 +20,16 @@ struct setup_step {
 /* Each step drops the newest feature; a kernel rejects unknown flags
  * with -EINVAL, so the first step it accepts is the best it has. */
 static const struct setup_step setup_ladder[] = {
-	{IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
-		 IORING_SETUP_SUBMIT_ALL,
-	 EXEC_FEAT_SINGLE_ISSUER | EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
-	{IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
-		 IORING_SETUP_SUBMIT_ALL,
-	 EXEC_FEAT_SINGLE_ISSUER | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
-	{IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
-	 EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
-	{IORING_SETUP_SUBMIT_ALL, EXEC_FEAT_SUBMIT_ALL},
-	{0, 0},
+    {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+         IORING_SETUP_SUBMIT_ALL,
+     EXEC_FEAT_SINGLE_ISSUER | EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
+    {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+         IORING_SETUP_SUBMIT_ALL,
+     EXEC_FEAT_SINGLE_ISSUER | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
+    {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+     EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL},
+    {IORING_SETUP_SUBMIT_ALL, EXEC_FEAT_SUBMIT_ALL},
+    {0, 0},
 };
 
 static void probe_ops(struct exec *ex)
@@ -90,7 +90,7 @@ int ring_setup(struct exec *ex, const struct exec_params *p, bool disabled)
 }
 
 int exec_restrict(struct exec **out, const struct exec_params *p,
-		  const struct exec_restrict_params *r)
+                  const struct exec_restrict_params *r)
 {
 	struct io_uring_restriction res[256 + 2];
 	unsigned n = 0, i;

@@ -73,7 +73,7 @@ struct ipc_bus_resp {
 	char name[16];   /* device kind, NUL-terminated, e.g. "virtio-rng" */
 	struct ipc_bar_info bars[IPC_MAX_BARS];
 };
-_Static_assert(sizeof(struct ipc_bus_resp) == 152, "ipc_bus_resp layout");
+_Static_assert(sizeof(struct ipc_bus_resp) == 144, "ipc_bus_resp layout");
 
 /* ---- VM-control socket ---- */
 

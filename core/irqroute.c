@@ -26,10 +26,16 @@ static int push(struct irqroute *r)
 			t->entries[n].u.irqchip.pin = gsi % 8;
 			n++;
 		}
+		if (gsi == 2)
+			continue; /* IOAPIC pin 2 belongs to GSI 0 */
+		/*
+		 * The ISA timer (GSI 0, the in-kernel PIT) is wired to IOAPIC pin 2, as
+		 * the MP table and MADT interrupt source override tell the guest.
+		 */
 		t->entries[n].gsi = gsi;
 		t->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
 		t->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		t->entries[n].u.irqchip.pin = gsi;
+		t->entries[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
 		n++;
 	}
 	for (unsigned i = 0; i < r->nmsi; i++) {

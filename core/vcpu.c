@@ -46,16 +46,25 @@ static int vcpu_ioctl(struct vcpu *v, unsigned long req, void *arg, const char *
 	return 0;
 }
 
+/* Room for the topology subleaves KVM's supported list may lack (x86_cpuid_add_topology). */
+#define CPUID_SPARE_ENTRIES 6
+
 static int setup_cpuid(struct vcpu *v)
 {
 	const struct kvm_cpuid2 *tmpl = v->vm->cpuid;
 	size_t sz = sizeof(*tmpl) + tmpl->nent * sizeof(tmpl->entries[0]);
-	struct kvm_cpuid2 *c = malloc(sz);
+	struct kvm_cpuid2 *c = malloc(sz + CPUID_SPARE_ENTRIES * sizeof(tmpl->entries[0]));
 	if (!c)
 		return -ENOMEM;
 	memcpy(c, tmpl, sz);
+	int r = x86_cpuid_add_topology(c, tmpl->nent + CPUID_SPARE_ENTRIES);
+	if (r < 0) {
+		log_error("vcpu%u: cannot add CPUID topology leaves: %s", v->id, strerror(-r));
+		free(c);
+		return r;
+	}
 	x86_cpuid_setup(c, v->id, v->vm->ncpus);
-	int r = vcpu_ioctl(v, KVM_SET_CPUID2, c, "KVM_SET_CPUID2");
+	r = vcpu_ioctl(v, KVM_SET_CPUID2, c, "KVM_SET_CPUID2");
 	free(c);
 	return r;
 }

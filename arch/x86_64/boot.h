@@ -30,9 +30,9 @@ struct x86_boot_info {
 	enum x86_entry_kind kind;
 	uint64_t entry;    /* guest-physical address of the first instruction */
 	uint64_t boot_arg; /* PVH: hvm_start_info gpa; LINUX64: boot_params (zero page) gpa */
-	uint64_t kernel_start, kernel_end; /* loaded image extent */
+	uint64_t kernel_start, kernel_end;  /* loaded image extent */
 	uint64_t initrd_start, initrd_size; /* 0, 0 without an initrd */
-	const char *format; /* "pvh-elf", "elf64", "bzImage" (static string) */
+	const char *format;                 /* "pvh-elf", "elf64", "bzImage" (static string) */
 };
 
 /*
@@ -43,7 +43,7 @@ struct x86_boot_info {
  * initrd not fitting in RAM, command line too long, overlapping segments.
  */
 int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x86_boot_info *out,
-	     char *err, size_t errlen) __attribute__((warn_unused_result));
+             char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Initial register state of the boot vCPU for info. sregs must hold what
@@ -52,7 +52,7 @@ int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x8
  * Returns 0 or -errno.
  */
 int x86_bsp_regs(struct guest_mem *mem, const struct x86_boot_info *info, struct kvm_regs *regs,
-		 struct kvm_sregs *sregs) __attribute__((warn_unused_result));
+                 struct kvm_sregs *sregs) __attribute__((warn_unused_result));
 
 /*
  * Adjust KVM_GET_SUPPORTED_CPUID's answer for vCPU cpu of ncpus: initial and
@@ -69,7 +69,7 @@ void x86_cpuid_setup(struct kvm_cpuid2 *cpuid, unsigned cpu, unsigned ncpus);
  * kvm_cpuid2 buffer holds (so allocate 6 spare). Returns 0 or -ENOSPC.
  */
 int x86_cpuid_add_topology(struct kvm_cpuid2 *cpuid, unsigned capacity)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* MSRs every vCPU starts with (SYSENTER, STAR/LSTAR, TSC, MISC_ENABLE, ...). Returns the count. */
 unsigned x86_boot_msrs(struct kvm_msr_entry *entries, unsigned max);
@@ -105,7 +105,7 @@ struct x86_e820_entry {
  * too small, -EINVAL when RAM does not start at 0 or covers less than 1 MiB.
  */
 int x86_e820_build(const struct guest_mem *mem, struct x86_e820_entry *e, unsigned max)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /*
  * Write the Intel MP table (floating pointer at X86_BIOS_TABLES_ADDR, config

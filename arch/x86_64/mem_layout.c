@@ -18,7 +18,7 @@ int arch_ram_layout(uint64_t ram_size, struct guest_region *regions, unsigned ma
 	regions[0] = (struct guest_region){.gpa = 0, .size = low, .fd_off = 0};
 	if (low == ram_size)
 		return 1;
-	regions[1] = (struct guest_region){
-		.gpa = X86_HIGH_RAM_START, .size = ram_size - low, .fd_off = low};
+	regions[1] =
+	    (struct guest_region){.gpa = X86_HIGH_RAM_START, .size = ram_size - low, .fd_off = low};
 	return 2;
 }

@@ -16,35 +16,34 @@
 #define DSDT_OFF 0x200
 #define MADT_OFF 0x240
 
-#define HDR_SIZE  36
-#define RSDP_SIZE 36
-#define XSDT_SIZE (HDR_SIZE + 2 * 8)
-#define FADT_SIZE 276 /* ACPI 6.3 */
-#define DSDT_SIZE HDR_SIZE
-#define MADT_FIXED (HDR_SIZE + 8)
+#define HDR_SIZE        36
+#define RSDP_SIZE       36
+#define XSDT_SIZE       (HDR_SIZE + 2 * 8)
+#define FADT_SIZE       276 /* ACPI 6.3 */
+#define DSDT_SIZE       HDR_SIZE
+#define MADT_FIXED      (HDR_SIZE + 8)
 #define MADT_LAPIC_SIZE 8
-#define MADT_TAIL (12 + 10 + 6) /* IOAPIC, interrupt source override, LAPIC NMI */
+#define MADT_TAIL       (12 + 10 + 6) /* IOAPIC, interrupt source override, LAPIC NMI */
 
 _Static_assert(XSDT_OFF + XSDT_SIZE <= FADT_OFF, "XSDT overlaps FADT");
 _Static_assert(FADT_OFF + FADT_SIZE <= DSDT_OFF, "FADT overlaps DSDT");
 _Static_assert(DSDT_OFF + DSDT_SIZE <= MADT_OFF, "DSDT overlaps MADT");
-_Static_assert(X86_ACPI_ADDR + MADT_OFF + MADT_FIXED + X86_MAX_CPUS * MADT_LAPIC_SIZE +
-			       MADT_TAIL <=
-		       X86_BIOS_TABLES_ADDR,
-	       "MADT runs into the MP table");
+_Static_assert(X86_ACPI_ADDR + MADT_OFF + MADT_FIXED + X86_MAX_CPUS * MADT_LAPIC_SIZE + MADT_TAIL <=
+                   X86_BIOS_TABLES_ADDR,
+               "MADT runs into the MP table");
 
 /* FADT fields (ACPI 6.3, table 5-33). */
-#define FADT_DSDT           40
-#define FADT_IAPC_BOOT_ARCH 109
-#define FADT_FLAGS          112
-#define FADT_MINOR_VERSION  131
-#define FADT_X_DSDT         140
-#define FADT_HYPERVISOR_ID  268
-#define BOOT_ARCH_LEGACY_DEVICES 0x1 /* ISA devices (UART, RTC) behind fixed ports */
-#define BOOT_ARCH_8042           0x2 /* Linux probes the i8042 only with this */
-#define FLAG_PWR_BUTTON     (1u << 4)  /* no fixed-feature power button */
-#define FLAG_SLP_BUTTON     (1u << 5)
-#define FLAG_HW_REDUCED     (1u << 20) /* no PM1/GPE blocks, no SCI: nothing to emulate */
+#define FADT_DSDT                40
+#define FADT_IAPC_BOOT_ARCH      109
+#define FADT_FLAGS               112
+#define FADT_MINOR_VERSION       131
+#define FADT_X_DSDT              140
+#define FADT_HYPERVISOR_ID       268
+#define BOOT_ARCH_LEGACY_DEVICES 0x1       /* ISA devices (UART, RTC) behind fixed ports */
+#define BOOT_ARCH_8042           0x2       /* Linux probes the i8042 only with this */
+#define FLAG_PWR_BUTTON          (1u << 4) /* no fixed-feature power button */
+#define FLAG_SLP_BUTTON          (1u << 5)
+#define FLAG_HW_REDUCED          (1u << 20) /* no PM1/GPE blocks, no SCI: nothing to emulate */
 
 #define MADT_PCAT_COMPAT 0x1 /* dual 8259s present: the OS masks them */
 enum { MADT_LAPIC = 0, MADT_IOAPIC = 1, MADT_ISO = 2, MADT_LAPIC_NMI = 4 };
@@ -76,8 +75,8 @@ static void write_madt(uint8_t *t, unsigned ncpus, uint32_t len)
 	for (unsigned i = 0; i < ncpus; i++, p += MADT_LAPIC_SIZE) {
 		p[0] = MADT_LAPIC;
 		p[1] = MADT_LAPIC_SIZE;
-		p[2] = (uint8_t)i; /* processor UID */
-		p[3] = (uint8_t)i; /* APIC id */
+		p[2] = (uint8_t)i;   /* processor UID */
+		p[3] = (uint8_t)i;   /* APIC id */
 		x86_put32(p + 4, 1); /* enabled */
 	}
 	p[0] = MADT_IOAPIC;
@@ -88,10 +87,10 @@ static void write_madt(uint8_t *t, unsigned ncpus, uint32_t len)
 	p += 12;
 	p[0] = MADT_ISO;
 	p[1] = 10;
-	p[2] = 0; /* ISA */
-	p[3] = 0; /* IRQ 0 ... */
+	p[2] = 0;                              /* ISA */
+	p[3] = 0;                              /* IRQ 0 ... */
 	x86_put32(p + 4, X86_IRQ0_IOAPIC_PIN); /* ... is GSI 2, as on every PC */
-	x86_put16(p + 8, 0); /* conforms to the bus: edge, active high */
+	x86_put16(p + 8, 0);                   /* conforms to the bus: edge, active high */
 	p += 10;
 	p[0] = MADT_LAPIC_NMI;
 	p[1] = 6;

@@ -49,17 +49,17 @@ _Static_assert(sizeof(struct pvh_start_info) == 56, "hvm_start_info is 56 bytes"
 _Static_assert(sizeof(struct pvh_modlist_entry) == 32, "hvm_modlist_entry is 32 bytes");
 _Static_assert(sizeof(struct pvh_memmap_entry) == 24, "hvm_memmap_table_entry is 24 bytes");
 _Static_assert(X86_PVH_INFO_ADDR + sizeof(struct pvh_start_info) <= X86_PVH_MODLIST_ADDR,
-	       "start info overlaps the module list");
+               "start info overlaps the module list");
 _Static_assert(X86_PVH_MODLIST_ADDR + sizeof(struct pvh_modlist_entry) <= X86_PVH_MEMMAP_ADDR,
-	       "module list overlaps the memmap");
+               "module list overlaps the memmap");
 _Static_assert(X86_PVH_MEMMAP_ADDR + X86_E820_MAX * sizeof(struct pvh_memmap_entry) <=
-		       X86_PVH_INFO_ADDR + 0x1000,
-	       "memmap spills out of its page");
+                   X86_PVH_INFO_ADDR + 0x1000,
+               "memmap spills out of its page");
 _Static_assert(X86_ZERO_PAGE_ADDR + BP_SIZE <= X86_TRAMPOLINE_START,
-	       "zero page reaches the guest's trampoline page");
+               "zero page reaches the guest's trampoline page");
 
 static int add(struct x86_e820_entry *e, unsigned *n, unsigned max, uint64_t addr, uint64_t end,
-	       uint32_t type)
+               uint32_t type)
 {
 	if (end <= addr)
 		return 0;
@@ -108,7 +108,7 @@ int x86_zero_page_write(struct x86_ctx *c, const struct x86_boot_info *info)
 		x86_put32(bp + BP_KERNEL_ALIGN, 0x200000);
 		x86_put32(bp + BP_CMDLINE_SIZE, (uint32_t)c->k.cmdline_max);
 	}
-	bp[BP_TYPE_OF_LOADER] = 0xff; /* undefined loader: no registered id */
+	bp[BP_TYPE_OF_LOADER] = 0xff;     /* undefined loader: no registered id */
 	x86_put32(bp + BP_HW_SUBARCH, 0); /* a normal PC */
 	x86_put32(bp + BP_CMD_LINE_PTR, (uint32_t)X86_CMDLINE_ADDR);
 	x86_put32(bp + BP_EXT_CMD_LINE, 0);
@@ -134,25 +134,25 @@ int x86_pvh_write(struct x86_ctx *c, const struct x86_boot_info *info)
 	struct x86_e820_entry e[X86_E820_MAX];
 	int n = x86_e820_build(c->mem, e, X86_E820_MAX);
 	struct pvh_memmap_entry *mm =
-		guest_mem_ptr(c->mem, X86_PVH_MEMMAP_ADDR, X86_E820_MAX * sizeof(*mm));
+	    guest_mem_ptr(c->mem, X86_PVH_MEMMAP_ADDR, X86_E820_MAX * sizeof(*mm));
 	struct pvh_modlist_entry *mod = guest_mem_ptr(c->mem, X86_PVH_MODLIST_ADDR, sizeof(*mod));
 	struct pvh_start_info *si = guest_mem_ptr(c->mem, X86_PVH_INFO_ADDR, sizeof(*si));
 	if (!mm || !mod || !si || n < 0)
 		return x86_fail(c, -ENOMEM, "cannot build the PVH start info");
 	for (int i = 0; i < n; i++)
 		mm[i] = (struct pvh_memmap_entry){
-			.addr = e[i].addr, .size = e[i].size, .type = e[i].type};
+		    .addr = e[i].addr, .size = e[i].size, .type = e[i].type};
 	*si = (struct pvh_start_info){
-		.magic = PVH_MAGIC,
-		.version = 1,
-		.cmdline_paddr = X86_CMDLINE_ADDR,
-		.rsdp_paddr = X86_ACPI_ADDR,
-		.memmap_paddr = X86_PVH_MEMMAP_ADDR,
-		.memmap_entries = (uint32_t)n,
+	    .magic = PVH_MAGIC,
+	    .version = 1,
+	    .cmdline_paddr = X86_CMDLINE_ADDR,
+	    .rsdp_paddr = X86_ACPI_ADDR,
+	    .memmap_paddr = X86_PVH_MEMMAP_ADDR,
+	    .memmap_entries = (uint32_t)n,
 	};
 	if (info->initrd_size) {
 		*mod = (struct pvh_modlist_entry){.paddr = info->initrd_start,
-						  .size = info->initrd_size};
+		                                  .size = info->initrd_size};
 		si->nr_modules = 1;
 		si->modlist_paddr = X86_PVH_MODLIST_ADDR;
 	}

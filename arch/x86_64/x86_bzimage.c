@@ -11,17 +11,17 @@
 #include "arch/x86_64/x86_priv.h"
 
 /* Setup header fields, as file offsets. */
-#define HDR_SETUP_SECTS   0x1f1
-#define HDR_SYSSIZE       0x1f4
-#define HDR_JUMP          0x200
-#define HDR_VERSION       0x206
-#define HDR_INITRD_MAX    0x22c
-#define HDR_ALIGN         0x230
-#define HDR_RELOCATABLE   0x234
-#define HDR_XLOADFLAGS    0x236
-#define HDR_CMDLINE_SIZE  0x238
-#define HDR_PREF_ADDRESS  0x258
-#define HDR_INIT_SIZE     0x260
+#define HDR_SETUP_SECTS  0x1f1
+#define HDR_SYSSIZE      0x1f4
+#define HDR_JUMP         0x200
+#define HDR_VERSION      0x206
+#define HDR_INITRD_MAX   0x22c
+#define HDR_ALIGN        0x230
+#define HDR_RELOCATABLE  0x234
+#define HDR_XLOADFLAGS   0x236
+#define HDR_CMDLINE_SIZE 0x238
+#define HDR_PREF_ADDRESS 0x258
+#define HDR_INIT_SIZE    0x260
 
 #define XLF_KERNEL_64     0x1
 #define ENTRY64_OFFSET    0x200
@@ -29,7 +29,7 @@
 
 /* Where the kernel goes: [load, load + init_size) must be RAM above 1 MiB. */
 static int place_kernel(struct x86_ctx *c, const uint8_t *h, uint16_t version, uint64_t init_size,
-			uint64_t *load)
+                        uint64_t *load)
 {
 	int relocatable = version >= 0x205 && h[HDR_RELOCATABLE];
 	uint64_t pref = version >= 0x20a ? x86_get64(h + HDR_PREF_ADDRESS) : DEFAULT_LOAD_ADDR;
@@ -40,7 +40,7 @@ static int place_kernel(struct x86_ctx *c, const uint8_t *h, uint16_t version, u
 	uint64_t align = x86_get32(h + HDR_ALIGN);
 	if (align < 0x1000 || align > (1ull << 30) || (align & (align - 1)))
 		return x86_fail(c, -ENOEXEC, "%s: bad kernel_alignment 0x%llx", c->path,
-				(unsigned long long)align);
+		                (unsigned long long)align);
 	char discard[1];
 	/* A preferred address that fits is taken silently; only the fallback may fail. */
 	struct x86_ctx quiet = *c;
@@ -60,7 +60,7 @@ int x86_bzimage_load(struct x86_ctx *c)
 	/* Protocol 2.06 ends its header at cmdline_size (0x23c); newer fields are read as 0. */
 	if (c->fsize < HDR_CMDLINE_SIZE + 4)
 		return x86_fail(c, -ENOEXEC, "%s: truncated bzImage header (%llu bytes)", c->path,
-				(unsigned long long)c->fsize);
+		                (unsigned long long)c->fsize);
 	size_t n = c->fsize < sizeof(h) ? (size_t)c->fsize : sizeof(h);
 	int ret = x86_read(c, h, n, 0);
 	if (ret < 0)
@@ -68,23 +68,23 @@ int x86_bzimage_load(struct x86_ctx *c)
 	uint16_t version = x86_get16(h + HDR_VERSION);
 	if (version < 0x206)
 		return x86_fail(c, -ENOEXEC,
-				"%s: boot protocol %u.%02u is too old (2.06 or newer needed)",
-				c->path, version >> 8, version & 0xff);
+		                "%s: boot protocol %u.%02u is too old (2.06 or newer needed)",
+		                c->path, version >> 8, version & 0xff);
 	if (version >= 0x20c && !(x86_get16(h + HDR_XLOADFLAGS) & XLF_KERNEL_64))
 		return x86_fail(c, -ENOEXEC, "%s: bzImage has no 64-bit entry point", c->path);
 
 	uint64_t setup_sects = h[HDR_SETUP_SECTS] ? h[HDR_SETUP_SECTS] : 4;
 	uint64_t setup_size = (setup_sects + 1) * 512;
 	if (setup_size >= c->fsize)
-		return x86_fail(c, -ENOEXEC, "%s: truncated bzImage: %llu setup bytes, file has %llu",
-				c->path, (unsigned long long)setup_size,
-				(unsigned long long)c->fsize);
+		return x86_fail(c, -ENOEXEC,
+		                "%s: truncated bzImage: %llu setup bytes, file has %llu", c->path,
+		                (unsigned long long)setup_size, (unsigned long long)c->fsize);
 	uint64_t ksize = c->fsize - setup_size;
 	uint64_t syssize = (uint64_t)x86_get32(h + HDR_SYSSIZE) * 16;
 	if (syssize > ksize)
 		return x86_fail(c, -ENOEXEC,
-				"%s: truncated bzImage: kernel is %llu bytes, header says %llu",
-				c->path, (unsigned long long)ksize, (unsigned long long)syssize);
+		                "%s: truncated bzImage: kernel is %llu bytes, header says %llu",
+		                c->path, (unsigned long long)ksize, (unsigned long long)syssize);
 	/* init_size covers the decompressor's working area: reserve all of it. */
 	uint64_t init_size = version >= 0x20a ? x86_get32(h + HDR_INIT_SIZE) : 0;
 	if (init_size < ksize)

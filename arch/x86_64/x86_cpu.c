@@ -13,26 +13,26 @@
 #define TOPO_LEVEL_SMT         1
 #define TOPO_LEVEL_CORE        2
 
-#define MSR_IA32_TSC           0x10
-#define MSR_IA32_SYSENTER_CS   0x174
-#define MSR_IA32_SYSENTER_ESP  0x175
-#define MSR_IA32_SYSENTER_EIP  0x176
-#define MSR_IA32_MISC_ENABLE   0x1a0
-#define MSR_MTRR_DEF_TYPE      0x2ff
-#define MSR_STAR               0xc0000081
-#define MSR_LSTAR              0xc0000082
-#define MSR_CSTAR              0xc0000083
-#define MSR_SYSCALL_MASK       0xc0000084
-#define MSR_KERNEL_GS_BASE     0xc0000102
+#define MSR_IA32_TSC            0x10
+#define MSR_IA32_SYSENTER_CS    0x174
+#define MSR_IA32_SYSENTER_ESP   0x175
+#define MSR_IA32_SYSENTER_EIP   0x176
+#define MSR_IA32_MISC_ENABLE    0x1a0
+#define MSR_MTRR_DEF_TYPE       0x2ff
+#define MSR_STAR                0xc0000081
+#define MSR_LSTAR               0xc0000082
+#define MSR_CSTAR               0xc0000083
+#define MSR_SYSCALL_MASK        0xc0000084
+#define MSR_KERNEL_GS_BASE      0xc0000102
 #define MISC_ENABLE_FAST_STRING 0x1
-#define MTRR_ENABLE            (1u << 11)
-#define MTRR_TYPE_WB           6
+#define MTRR_ENABLE             (1u << 11)
+#define MTRR_TYPE_WB            6
 
-#define APIC_LVT_LINT0         0x350
-#define APIC_LVT_LINT1         0x360
-#define APIC_DELIVERY_MASK     0x700
-#define APIC_DM_NMI            0x400
-#define APIC_DM_EXTINT         0x700
+#define APIC_LVT_LINT0     0x350
+#define APIC_LVT_LINT1     0x360
+#define APIC_DELIVERY_MASK 0x700
+#define APIC_DM_NMI        0x400
+#define APIC_DM_EXTINT     0x700
 
 /* Bits needed to number ncpus cores: the x2APIC id shift to the package level. */
 static uint32_t core_shift(unsigned ncpus)
@@ -49,9 +49,9 @@ static int vendor_is_amd(const struct kvm_cpuid2 *cpuid)
 		const struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
 		if (e->function == 0)
 			return (e->ebx == 0x68747541 && e->ecx == 0x444d4163 &&
-				e->edx == 0x69746e65) || /* AuthenticAMD */
+			        e->edx == 0x69746e65) || /* AuthenticAMD */
 			       (e->ebx == 0x6f677948 && e->ecx == 0x656e6975 &&
-				e->edx == 0x6e65476e); /* HygonGenuine */
+			        e->edx == 0x6e65476e); /* HygonGenuine */
 	}
 	return 0;
 }
@@ -114,7 +114,8 @@ void x86_cpuid_setup(struct kvm_cpuid2 *cpuid, unsigned cpu, unsigned ncpus)
 		switch (e->function) {
 		case 1:
 			e->ebx = (e->ebx & 0xffff) | (cpu & 0xff) << 24 | (ncpus & 0xff) << 16;
-			/* Not a feature KVM offers but the standard "running under a hypervisor" flag. */
+			/* Not a feature KVM offers but the standard "running under a hypervisor"
+			 * flag. */
 			e->ecx |= CPUID_1_ECX_HYPERVISOR;
 			if (ncpus > 1)
 				e->edx |= CPUID_1_EDX_HTT;
@@ -147,9 +148,9 @@ void x86_cpuid_setup(struct kvm_cpuid2 *cpuid, unsigned cpu, unsigned ncpus)
 			break;
 		case 0x8000001e:
 			if (amd) {
-				e->eax = cpu; /* extended APIC id */
+				e->eax = cpu;        /* extended APIC id */
 				e->ebx = cpu & 0xff; /* core id, one thread per core */
-				e->ecx = 0; /* node 0, one node */
+				e->ecx = 0;          /* node 0, one node */
 			}
 			break;
 		}
@@ -159,19 +160,19 @@ void x86_cpuid_setup(struct kvm_cpuid2 *cpuid, unsigned cpu, unsigned ncpus)
 unsigned x86_boot_msrs(struct kvm_msr_entry *entries, unsigned max)
 {
 	static const struct kvm_msr_entry msrs[] = {
-		{.index = MSR_IA32_SYSENTER_CS},
-		{.index = MSR_IA32_SYSENTER_ESP},
-		{.index = MSR_IA32_SYSENTER_EIP},
-		{.index = MSR_STAR},
-		{.index = MSR_CSTAR},
-		{.index = MSR_KERNEL_GS_BASE},
-		{.index = MSR_SYSCALL_MASK},
-		{.index = MSR_LSTAR},
-		{.index = MSR_IA32_TSC},
-		/* Linux expects firmware to have enabled fast strings (rep movs/stos). */
-		{.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING},
-		/* MTRRs on, default write-back: without this memory would default to uncached. */
-		{.index = MSR_MTRR_DEF_TYPE, .data = MTRR_ENABLE | MTRR_TYPE_WB},
+	    {.index = MSR_IA32_SYSENTER_CS},
+	    {.index = MSR_IA32_SYSENTER_ESP},
+	    {.index = MSR_IA32_SYSENTER_EIP},
+	    {.index = MSR_STAR},
+	    {.index = MSR_CSTAR},
+	    {.index = MSR_KERNEL_GS_BASE},
+	    {.index = MSR_SYSCALL_MASK},
+	    {.index = MSR_LSTAR},
+	    {.index = MSR_IA32_TSC},
+	    /* Linux expects firmware to have enabled fast strings (rep movs/stos). */
+	    {.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING},
+	    /* MTRRs on, default write-back: without this memory would default to uncached. */
+	    {.index = MSR_MTRR_DEF_TYPE, .data = MTRR_ENABLE | MTRR_TYPE_WB},
 	};
 	unsigned n = sizeof(msrs) / sizeof(msrs[0]);
 	if (n > max)
@@ -183,7 +184,7 @@ unsigned x86_boot_msrs(struct kvm_msr_entry *entries, unsigned max)
 void x86_boot_fpu(struct kvm_fpu *fpu)
 {
 	memset(fpu, 0, sizeof(*fpu));
-	fpu->fcw = 0x37f; /* all x87 exceptions masked, 64-bit precision */
+	fpu->fcw = 0x37f;    /* all x87 exceptions masked, 64-bit precision */
 	fpu->mxcsr = 0x1f80; /* all SSE exceptions masked */
 }
 

@@ -16,7 +16,7 @@
 /* Section headers are read one at a time, but a hostile count must still be bounded. */
 #define MAX_SHDRS 4096
 /* Linux's notes are a few hundred bytes. */
-#define MAX_NOTE_BYTES 16384
+#define MAX_NOTE_BYTES           16384
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
 /* PVH entry from one note area, 0 when absent, -errno when malformed. */
@@ -32,18 +32,19 @@ static int parse_notes(struct x86_ctx *c, const uint8_t *p, uint64_t len, uint64
 		uint64_t next = desc + (((uint64_t)descsz + 3) & ~3ull);
 		if (desc + descsz > len)
 			break; /* truncated trailing note: nothing more to read */
-		if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 && !memcmp(p + name, "Xen", 4)) {
+		if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 &&
+		    !memcmp(p + name, "Xen", 4)) {
 			if (descsz == 4)
 				*entry = x86_get32(p + desc);
 			else if (descsz == 8)
 				*entry = x86_get64(p + desc);
 			else
 				return x86_fail(c, -ENOEXEC, "%s: PVH entry note has %u-byte value",
-						c->path, descsz);
+				                c->path, descsz);
 			if (*entry == 0 || *entry >= X86_MMIO_HOLE_END)
 				return x86_fail(c, -ENOEXEC,
-						"%s: PVH entry 0x%llx is not a 32-bit address", c->path,
-						(unsigned long long)*entry);
+				                "%s: PVH entry 0x%llx is not a 32-bit address",
+				                c->path, (unsigned long long)*entry);
 			return 1;
 		}
 		off = next > len ? len : next;
@@ -56,10 +57,10 @@ static int read_notes(struct x86_ctx *c, uint64_t off, uint64_t size, uint64_t *
 	uint8_t buf[MAX_NOTE_BYTES];
 	if (!x86_in_file(c, off, size))
 		return x86_fail(c, -ENOEXEC, "%s: truncated ELF: note at 0x%llx+0x%llx past EOF",
-				c->path, (unsigned long long)off, (unsigned long long)size);
+		                c->path, (unsigned long long)off, (unsigned long long)size);
 	if (size > sizeof(buf))
 		return x86_fail(c, -ENOEXEC, "%s: ELF note area of %llu bytes is too large",
-				c->path, (unsigned long long)size);
+		                c->path, (unsigned long long)size);
 	int ret = x86_read(c, buf, (size_t)size, off);
 	if (ret < 0)
 		return ret;
@@ -73,10 +74,10 @@ static int find_section_note(struct x86_ctx *c, const Elf64_Ehdr *eh, uint64_t *
 		return 0;
 	if (eh->e_shentsize != sizeof(Elf64_Shdr) || eh->e_shnum > MAX_SHDRS)
 		return x86_fail(c, -ENOEXEC, "%s: bad ELF section header table (%u x %u bytes)",
-				c->path, eh->e_shnum, eh->e_shentsize);
+		                c->path, eh->e_shnum, eh->e_shentsize);
 	if (!x86_in_file(c, eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr)))
 		return x86_fail(c, -ENOEXEC, "%s: truncated ELF: section headers past EOF",
-				c->path);
+		                c->path);
 	for (unsigned i = 0; i < eh->e_shnum; i++) {
 		Elf64_Shdr sh;
 		int ret = x86_read(c, &sh, sizeof(sh), eh->e_shoff + (uint64_t)i * sizeof(sh));
@@ -95,22 +96,21 @@ static int check_header(struct x86_ctx *c, const Elf64_Ehdr *eh)
 {
 	if (eh->e_ident[EI_CLASS] != ELFCLASS64)
 		return x86_fail(c, -ENOEXEC, "%s: ELF class %u is not ELF64", c->path,
-				eh->e_ident[EI_CLASS]);
+		                eh->e_ident[EI_CLASS]);
 	if (eh->e_ident[EI_DATA] != ELFDATA2LSB)
 		return x86_fail(c, -ENOEXEC, "%s: ELF is not little-endian", c->path);
 	if (eh->e_machine != EM_X86_64)
 		return x86_fail(c, -ENOEXEC, "%s: ELF machine %u is not x86-64", c->path,
-				eh->e_machine);
+		                eh->e_machine);
 	if (eh->e_type != ET_EXEC)
 		return x86_fail(c, -ENOEXEC, "%s: ELF type %u is not an executable", c->path,
-				eh->e_type);
-	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phnum == 0 ||
-	    eh->e_phnum > MAX_PHDRS)
+		                eh->e_type);
+	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phnum == 0 || eh->e_phnum > MAX_PHDRS)
 		return x86_fail(c, -ENOEXEC, "%s: bad ELF program header table (%u x %u bytes)",
-				c->path, eh->e_phnum, eh->e_phentsize);
+		                c->path, eh->e_phnum, eh->e_phentsize);
 	if (!x86_in_file(c, eh->e_phoff, (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr)))
 		return x86_fail(c, -ENOEXEC, "%s: truncated ELF: program headers past EOF",
-				c->path);
+		                c->path);
 	return 0;
 }
 
@@ -122,11 +122,11 @@ static int check_segments(struct x86_ctx *c, const Elf64_Phdr *ph, unsigned n)
 			continue;
 		if (ph[i].p_filesz > ph[i].p_memsz)
 			return x86_fail(c, -ENOEXEC, "%s: segment %u has filesz > memsz", c->path,
-					i);
+			                i);
 		if (!x86_in_file(c, ph[i].p_offset, ph[i].p_filesz))
 			return x86_fail(c, -ENOEXEC,
-					"%s: truncated ELF: segment %u data past end of file",
-					c->path, i);
+			                "%s: truncated ELF: segment %u data past end of file",
+			                c->path, i);
 		snprintf(what, sizeof(what), "segment %u", i);
 		int ret = x86_check_range(c, what, ph[i].p_paddr, ph[i].p_memsz);
 		if (ret < 0)
@@ -138,8 +138,8 @@ static int check_segments(struct x86_ctx *c, const Elf64_Phdr *ph, unsigned n)
 			if (ph[i].p_paddr < ph[j].p_paddr + ph[j].p_memsz &&
 			    ph[j].p_paddr < ph[i].p_paddr + ph[i].p_memsz)
 				return x86_fail(c, -ENOEXEC,
-						"%s: PT_LOAD segments %u and %u overlap", c->path, j,
-						i);
+				                "%s: PT_LOAD segments %u and %u overlap", c->path,
+				                j, i);
 		}
 	}
 	return 0;
@@ -169,7 +169,7 @@ int x86_elf_load(struct x86_ctx *c)
 	Elf64_Phdr ph[MAX_PHDRS];
 	if (c->fsize < sizeof(eh))
 		return x86_fail(c, -ENOEXEC, "%s: truncated ELF header (%llu bytes)", c->path,
-				(unsigned long long)c->fsize);
+		                (unsigned long long)c->fsize);
 	int ret = x86_read(c, &eh, sizeof(eh), 0);
 	if (ret < 0)
 		return ret;
@@ -215,10 +215,10 @@ int x86_elf_load(struct x86_ctx *c)
 	c->k.format = found ? "pvh-elf" : "elf64";
 	if (resolve_entry(ph, n, found ? pvh : eh.e_entry, &c->k.entry) < 0)
 		return x86_fail(c, -ENOEXEC, "%s: entry point 0x%llx is outside every segment",
-				c->path, (unsigned long long)(found ? pvh : eh.e_entry));
+		                c->path, (unsigned long long)(found ? pvh : eh.e_entry));
 	if (found && c->k.entry >= X86_MMIO_HOLE_START)
 		return x86_fail(c, -ENOEXEC, "%s: PVH entry 0x%llx is above 3 GiB", c->path,
-				(unsigned long long)c->k.entry);
+		                (unsigned long long)c->k.entry);
 	c->k.start = lo;
 	c->k.end = hi;
 	c->k.cmdline_max = X86_CMDLINE_MAX - 1;
@@ -233,7 +233,7 @@ int x86_elf_load(struct x86_ctx *c)
 			return ret;
 		/* Guest RAM may be reused (tests, reboot): the bss tail must read as zero. */
 		memset(guest_mem_ptr(c->mem, ph[i].p_paddr + ph[i].p_filesz,
-				     ph[i].p_memsz - ph[i].p_filesz),
+		                     ph[i].p_memsz - ph[i].p_filesz),
 		       0, ph[i].p_memsz - ph[i].p_filesz);
 	}
 	return 0;

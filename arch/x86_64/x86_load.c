@@ -36,10 +36,10 @@ int x86_read(struct x86_ctx *c, void *buf, size_t len, uint64_t off)
 			continue;
 		if (n < 0)
 			return x86_fail(c, -errno, "%s: read at offset %llu: %s", c->path,
-					(unsigned long long)off, strerror(errno));
+			                (unsigned long long)off, strerror(errno));
 		if (n == 0) /* the file shrank under us after fstat */
 			return x86_fail(c, -EIO, "%s: unexpected end of file at offset %llu",
-					c->path, (unsigned long long)off);
+			                c->path, (unsigned long long)off);
 		p += n;
 		off += (uint64_t)n;
 		len -= (size_t)n;
@@ -52,7 +52,7 @@ int x86_copy_to_guest(struct x86_ctx *c, uint64_t gpa, uint64_t off, uint64_t le
 	uint8_t *dst = guest_mem_ptr(c->mem, gpa, len);
 	if (!dst)
 		return x86_fail(c, -EFAULT, "%s: [0x%llx, +0x%llx) is not guest RAM", c->path,
-				(unsigned long long)gpa, (unsigned long long)len);
+		                (unsigned long long)gpa, (unsigned long long)len);
 	/* pread moves at most ~2 GiB per call; x86_read loops over short reads. */
 	while (len) {
 		size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
@@ -71,20 +71,21 @@ int x86_check_range(struct x86_ctx *c, const char *what, uint64_t gpa, uint64_t 
 	unsigned long long a = gpa, mib = guest_mem_size(c->mem) / MIB;
 	if (len > UINT64_MAX - gpa)
 		return x86_fail(c, -ENOEXEC, "%s: %s at 0x%llx + 0x%llx wraps the address space",
-				c->path, what, a, (unsigned long long)len);
+		                c->path, what, a, (unsigned long long)len);
 	unsigned long long b = gpa + len;
 	if (gpa < X86_HIGH_MEM_START)
 		return x86_fail(c, -ENOEXEC,
-				"%s: %s [0x%llx, 0x%llx) overlaps the boot data area below 1 MiB",
-				c->path, what, a, b);
+		                "%s: %s [0x%llx, 0x%llx) overlaps the boot data area below 1 MiB",
+		                c->path, what, a, b);
 	if (gpa < X86_MMIO_HOLE_END && b > X86_MMIO_HOLE_START)
 		return x86_fail(c, -ENOEXEC,
-				"%s: %s [0x%llx, 0x%llx) overlaps the PCI hole [3 GiB, 4 GiB)",
-				c->path, what, a, b);
+		                "%s: %s [0x%llx, 0x%llx) overlaps the PCI hole [3 GiB, 4 GiB)",
+		                c->path, what, a, b);
 	if (!guest_mem_valid(c->mem, gpa, len))
-		return x86_fail(c, -ENOMEM,
-				"%s: %s [0x%llx, 0x%llx) does not fit in %llu MiB of RAM (-m too small)",
-				c->path, what, a, b, mib);
+		return x86_fail(
+		    c, -ENOMEM,
+		    "%s: %s [0x%llx, 0x%llx) does not fit in %llu MiB of RAM (-m too small)",
+		    c->path, what, a, b, mib);
 	return 0;
 }
 
@@ -129,7 +130,10 @@ static int load_kernel(struct x86_ctx *c)
 	ret = x86_read(c, magic, n, 0);
 	if (ret < 0)
 		goto close_fd;
-	if (n >= 4 && !memcmp(magic, "\x7f" "ELF", 4))
+	if (n >= 4 && !memcmp(magic,
+	                      "\x7f"
+	                      "ELF",
+	                      4))
 		ret = x86_elf_load(c);
 	else if (n >= 0x206 && !memcmp(magic + 0x202, "HdrS", 4))
 		ret = x86_bzimage_load(c);
@@ -155,10 +159,10 @@ static int load_initrd(struct x86_ctx *c, struct x86_boot_info *out)
 	}
 	if (size > top || ((top - size) & ~0xfffull) < floor) {
 		ret = x86_fail(c, -ENOMEM,
-			       "initrd %s (%llu bytes) does not fit between the kernel end 0x%llx "
-			       "and 0x%llx (-m too small)",
-			       c->path, (unsigned long long)size, (unsigned long long)floor,
-			       (unsigned long long)top);
+		               "initrd %s (%llu bytes) does not fit between the kernel end 0x%llx "
+		               "and 0x%llx (-m too small)",
+		               c->path, (unsigned long long)size, (unsigned long long)floor,
+		               (unsigned long long)top);
 		goto close_fd;
 	}
 	uint64_t start = (top - size) & ~0xfffull;
@@ -180,8 +184,8 @@ static int write_cmdline(struct x86_ctx *c)
 	size_t len = strlen(c->cfg->cmdline);
 	if (len > c->k.cmdline_max)
 		return x86_fail(c, -E2BIG,
-				"command line is %zu bytes; this kernel accepts at most %llu", len,
-				(unsigned long long)c->k.cmdline_max);
+		                "command line is %zu bytes; this kernel accepts at most %llu", len,
+		                (unsigned long long)c->k.cmdline_max);
 	char *dst = guest_mem_ptr(c->mem, X86_CMDLINE_ADDR, len + 1);
 	if (!dst) /* cannot happen: x86_load checked RAM covers 1 MiB */
 		return x86_fail(c, -ENOMEM, "no RAM for the command line");
@@ -199,7 +203,7 @@ static void clear_boot_area(struct guest_mem *mem)
 }
 
 int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x86_boot_info *out,
-	     char *err, size_t errlen)
+             char *err, size_t errlen)
 {
 	struct x86_ctx c = {.mem = mem, .cfg = cfg, .err = err, .errlen = errlen, .fd = -1};
 	if (errlen)
@@ -208,11 +212,11 @@ int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x8
 		return x86_fail(&c, -EINVAL, "no kernel or command line given");
 	if (cfg->ncpus < 1 || cfg->ncpus > X86_MAX_CPUS)
 		return x86_fail(&c, -EINVAL, "%u vCPUs: the MP table supports 1 to %u", cfg->ncpus,
-				X86_MAX_CPUS);
+		                X86_MAX_CPUS);
 	if (mem->nregions < 1 || mem->regions[0].gpa != 0 ||
 	    mem->regions[0].size < X86_HIGH_MEM_START)
 		return x86_fail(&c, -ENOMEM,
-				"guest RAM must cover at least the first 1 MiB (-m too small)");
+		                "guest RAM must cover at least the first 1 MiB (-m too small)");
 	c.low_end = mem->regions[0].size;
 	if (c.low_end > X86_MMIO_HOLE_START)
 		c.low_end = X86_MMIO_HOLE_START;

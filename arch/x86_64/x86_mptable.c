@@ -17,14 +17,14 @@
 enum { MP_PROCESSOR, MP_BUS, MP_IOAPIC, MP_INTSRC, MP_LINTSRC };
 enum { MP_INT = 0, MP_NMI = 1, MP_EXTINT = 3 };
 
-#define MP_SPEC_REV     4    /* 1.4 */
-#define LAPIC_VERSION   0x14 /* integrated APIC, as KVM's LAPIC reports */
-#define IOAPIC_VERSION  0x11 /* KVM's in-kernel IOAPIC */
-#define CPU_ENABLED     0x1
-#define CPU_BOOTPROC    0x2
-#define CPU_SIGNATURE   0x600 /* family 6: the specification only needs "some" */
-#define CPU_FEATURES    0x201 /* FPU | APIC */
-#define ISA_IRQS        16
+#define MP_SPEC_REV    4    /* 1.4 */
+#define LAPIC_VERSION  0x14 /* integrated APIC, as KVM's LAPIC reports */
+#define IOAPIC_VERSION 0x11 /* KVM's in-kernel IOAPIC */
+#define CPU_ENABLED    0x1
+#define CPU_BOOTPROC   0x2
+#define CPU_SIGNATURE  0x600 /* family 6: the specification only needs "some" */
+#define CPU_FEATURES   0x201 /* FPU | APIC */
+#define ISA_IRQS       16
 _Static_assert(X86_IRQ0_IOAPIC_PIN == 2, "IRQ 2 is skipped because IRQ 0 takes its pin");
 
 static uint8_t *cpu_entry(uint8_t *p, unsigned id)
@@ -40,7 +40,7 @@ static uint8_t *cpu_entry(uint8_t *p, unsigned id)
 
 /* I/O (MP_INTSRC) or local (MP_LINTSRC) interrupt entry; flags 0 = conforms to the bus. */
 static uint8_t *int_entry(uint8_t *p, uint8_t type, uint8_t irqtype, uint8_t srcirq,
-			  uint8_t dstapic, uint8_t dstpin)
+                          uint8_t dstapic, uint8_t dstpin)
 {
 	p[0] = type;
 	p[1] = irqtype;
@@ -57,11 +57,11 @@ int x86_mptable_write(struct guest_mem *mem, unsigned ncpus)
 	if (ncpus < 1 || ncpus > X86_MAX_CPUS)
 		return -EINVAL;
 	uint64_t len = MPC_HEADER_SIZE + (uint64_t)ncpus * MPC_CPU_SIZE +
-		       (2 + (ISA_IRQS - 1) + 2) * MPC_SMALL_SIZE;
+	               (2 + (ISA_IRQS - 1) + 2) * MPC_SMALL_SIZE;
 	_Static_assert(MPF_SIZE + MPC_HEADER_SIZE + X86_MAX_CPUS * MPC_CPU_SIZE +
-				       19 * MPC_SMALL_SIZE <=
-			       X86_BIOS_TABLES_END - X86_BIOS_TABLES_ADDR,
-		       "MP table does not fit its area");
+	                       19 * MPC_SMALL_SIZE <=
+	                   X86_BIOS_TABLES_END - X86_BIOS_TABLES_ADDR,
+	               "MP table does not fit its area");
 	uint8_t *mpf = guest_mem_ptr(mem, X86_BIOS_TABLES_ADDR, MPF_SIZE + len);
 	if (!mpf)
 		return -ENOMEM;

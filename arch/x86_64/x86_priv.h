@@ -21,7 +21,7 @@
 struct x86_kernel {
 	enum x86_entry_kind kind;
 	uint64_t entry;
-	uint64_t start, end;     /* loaded extent (bzImage: up to load + init_size) */
+	uint64_t start, end; /* loaded extent (bzImage: up to load + init_size) */
 	const char *format;
 	uint64_t cmdline_max;    /* longest command line, NUL excluded */
 	uint64_t initrd_end_max; /* the initrd must end at or below this address */
@@ -43,22 +43,23 @@ struct x86_ctx {
 };
 
 /* Format a one-line message into c->err and return ret (a negative errno). */
-int x86_fail(struct x86_ctx *c, int ret, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int x86_fail(struct x86_ctx *c, int ret, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Read exactly len bytes at off; the caller has already checked off + len ≤ fsize. */
 int x86_read(struct x86_ctx *c, void *buf, size_t len, uint64_t off)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Copy [off, off+len) of the open file to guest [gpa, gpa+len) (checked by the caller). */
 int x86_copy_to_guest(struct x86_ctx *c, uint64_t gpa, uint64_t off, uint64_t len)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /*
  * Check that what ([gpa, gpa+len)) lies in RAM above the boot data (≥ 1 MiB),
  * off the PCI hole and inside one RAM region; otherwise report why.
  */
 int x86_check_range(struct x86_ctx *c, const char *what, uint64_t gpa, uint64_t len)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* True when [off, off+len) lies inside the file (overflow-safe). */
 static inline int x86_in_file(const struct x86_ctx *c, uint64_t off, uint64_t len)
@@ -72,9 +73,9 @@ int x86_bzimage_load(struct x86_ctx *c) __attribute__((warn_unused_result));
 
 /* Boot-argument writers: the Linux zero page and the PVH hvm_start_info. */
 int x86_zero_page_write(struct x86_ctx *c, const struct x86_boot_info *info)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 int x86_pvh_write(struct x86_ctx *c, const struct x86_boot_info *info)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Little-endian stores and loads at byte offsets (the boot structures are LE, packed). */
 static inline void x86_put16(uint8_t *p, uint16_t v)

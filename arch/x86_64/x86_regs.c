@@ -15,49 +15,49 @@
 #define EFER_LME (1ull << 8)
 #define EFER_LMA (1ull << 10)
 
-#define PTE_P    (1ull << 0)
-#define PTE_RW   (1ull << 1)
-#define PTE_PS   (1ull << 7)
+#define PTE_P        (1ull << 0)
+#define PTE_RW       (1ull << 1)
+#define PTE_PS       (1ull << 7)
 #define IDENTITY_GIB 4
 
 /*
  * Selectors: PVH wants flat CS/DS and leaves their values free (0x8/0x10 as
  * Xen's own); Linux's 64-bit protocol names __BOOT_CS 0x10 and __BOOT_DS 0x18.
  */
-#define PVH_CS   0x08
-#define PVH_DS   0x10
-#define LINUX_CS 0x10
-#define LINUX_DS 0x18
+#define PVH_CS      0x08
+#define PVH_DS      0x10
+#define LINUX_CS    0x10
+#define LINUX_DS    0x18
 #define GDT_ENTRIES 4
 
 /* A flat descriptor: base 0, limit 0xfffff pages; access/flags from the kvm_segment. */
 static uint64_t gdt_entry(const struct kvm_segment *s)
 {
-	uint64_t access = s->type | (uint64_t)s->s << 4 | (uint64_t)s->dpl << 5 |
-			  (uint64_t)s->present << 7;
-	uint64_t flags = (uint64_t)s->avl | (uint64_t)s->l << 1 | (uint64_t)s->db << 2 |
-			 (uint64_t)s->g << 3;
+	uint64_t access =
+	    s->type | (uint64_t)s->s << 4 | (uint64_t)s->dpl << 5 | (uint64_t)s->present << 7;
+	uint64_t flags =
+	    (uint64_t)s->avl | (uint64_t)s->l << 1 | (uint64_t)s->db << 2 | (uint64_t)s->g << 3;
 	return 0xffffull | access << 40 | 0xfull << 48 | flags << 52;
 }
 
 static struct kvm_segment flat_segment(uint16_t selector, uint8_t type, int long_mode)
 {
 	return (struct kvm_segment){
-		.base = 0,
-		.limit = 0xffffffff,
-		.selector = selector,
-		.type = type,
-		.present = 1,
-		.dpl = 0,
-		.db = long_mode ? 0 : 1, /* D must be 0 when L is 1 */
-		.s = 1,
-		.l = long_mode ? 1 : 0,
-		.g = 1,
+	    .base = 0,
+	    .limit = 0xffffffff,
+	    .selector = selector,
+	    .type = type,
+	    .present = 1,
+	    .dpl = 0,
+	    .db = long_mode ? 0 : 1, /* D must be 0 when L is 1 */
+	    .s = 1,
+	    .l = long_mode ? 1 : 0,
+	    .g = 1,
 	};
 }
 
 static int write_gdt(struct guest_mem *mem, const struct kvm_segment *cs,
-		     const struct kvm_segment *ds, struct kvm_sregs *sregs)
+                     const struct kvm_segment *ds, struct kvm_sregs *sregs)
 {
 	uint64_t *gdt = guest_mem_ptr(mem, X86_GDT_ADDR, GDT_ENTRIES * sizeof(uint64_t));
 	if (!gdt)
@@ -102,7 +102,7 @@ static void set_data_segments(struct kvm_sregs *sregs, const struct kvm_segment 
 }
 
 int x86_bsp_regs(struct guest_mem *mem, const struct x86_boot_info *info, struct kvm_regs *regs,
-		 struct kvm_sregs *sregs)
+                 struct kvm_sregs *sregs)
 {
 	struct kvm_segment cs, ds;
 	int ret;
@@ -145,7 +145,8 @@ int x86_bsp_regs(struct guest_mem *mem, const struct x86_boot_info *info, struct
 		sregs->cr3 = X86_PML4_ADDR;
 		sregs->cr4 = CR4_PAE;
 		sregs->efer = EFER_LME | EFER_LMA;
-		/* Exactly these: KVM's reset CR0 has CD|NW set, which would run the kernel uncached. */
+		/* Exactly these: KVM's reset CR0 has CD|NW set, which would run the kernel
+		 * uncached. */
 		sregs->cr0 = CR0_PE | CR0_ET | CR0_PG;
 		return 0;
 	}

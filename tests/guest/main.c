@@ -26,10 +26,19 @@ struct probe_test {
 	probe_test_fn *run;
 };
 
-/* Sorted by name; later test families (virtio, hostile) slot in here. */
+/* Sorted by name (strncmp order): lookup() is a binary search. */
 static const struct probe_test tests[] = {
-    {"echo", test_echo}, {"fault", test_fault}, {"hello", test_hello}, {"idle", test_idle},
-    {"irq", test_irq},   {"pci", test_pci},     {"smp", test_smp},     {"timer", test_timer},
+    {"echo", test_echo},
+    {"fault", test_fault},
+    {"hello", test_hello},
+    {"hostile.vq", test_hostile_vq},
+    {"idle", test_idle},
+    {"irq", test_irq},
+    {"pci", test_pci},
+    {"rng", test_rng},
+    {"smp", test_smp},
+    {"timer", test_timer},
+    {"virtio-cfg", test_virtio_cfg},
 };
 
 #define MAX_RUN 32

@@ -44,9 +44,25 @@ static inline uint32_t inl(uint16_t port)
 	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
 	return v;
 }
+static inline uint8_t mmio_read8(uint64_t addr)
+{
+	return *(volatile uint8_t *)addr;
+}
+static inline uint16_t mmio_read16(uint64_t addr)
+{
+	return *(volatile uint16_t *)addr;
+}
 static inline uint32_t mmio_read32(uint64_t addr)
 {
 	return *(volatile uint32_t *)addr;
+}
+static inline void mmio_write8(uint64_t addr, uint8_t v)
+{
+	*(volatile uint8_t *)addr = v;
+}
+static inline void mmio_write16(uint64_t addr, uint16_t v)
+{
+	*(volatile uint16_t *)addr = v;
 }
 static inline void mmio_write32(uint64_t addr, uint32_t v)
 {
@@ -202,7 +218,7 @@ void ap_main(void);
  * `PROBE <name> ...` lines.
  */
 typedef const char *probe_test_fn(void);
-probe_test_fn test_echo, test_fault, test_hello, test_idle, test_irq, test_pci, test_smp,
-    test_timer;
+probe_test_fn test_echo, test_fault, test_hello, test_hostile_vq, test_idle, test_irq, test_pci,
+    test_rng, test_smp, test_timer, test_virtio_cfg;
 
 #endif

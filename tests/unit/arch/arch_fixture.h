@@ -25,8 +25,8 @@ static inline void arch_mem_init(struct guest_mem *m, uint64_t ram)
 {
 	memset(m, 0, sizeof(*m));
 	m->memfd = -1;
-	m->map = mmap(NULL, ram, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		      -1, 0);
+	m->map = mmap(NULL, ram, PROT_READ | PROT_WRITE,
+	              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	cr_assert(m->map != MAP_FAILED, "mmap %llu bytes", (unsigned long long)ram);
 	m->map_size = ram;
 	int n = arch_ram_layout(ram, m->regions, GUEST_MEM_MAX_REGIONS);
@@ -47,7 +47,7 @@ static inline void *arch_gpa(struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	void *p = guest_mem_ptr(m, gpa, len);
 	cr_assert(p, "gpa 0x%llx+0x%llx not in RAM", (unsigned long long)gpa,
-		  (unsigned long long)len);
+	          (unsigned long long)len);
 	return p;
 }
 

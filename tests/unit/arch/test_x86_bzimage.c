@@ -39,38 +39,38 @@ static void make_bz(struct bz_img *im)
 	im->len = BZ_SIZE;
 	uint8_t *b = im->b;
 	b[0x1f1] = SETUP_SECTS;
-	put32(b + 0x1f4, PM_SIZE / 16);   /* syssize */
-	put16(b + 0x1fa, 0xffff);         /* vid_mode */
-	put16(b + 0x1fe, 0xaa55);         /* boot_flag */
-	b[0x200] = 0xeb;                  /* jmp short to the end of the header: */
-	b[0x201] = 0x268 - 0x202;         /* 0x202 + 0x66 = 0x268 */
+	put32(b + 0x1f4, PM_SIZE / 16); /* syssize */
+	put16(b + 0x1fa, 0xffff);       /* vid_mode */
+	put16(b + 0x1fe, 0xaa55);       /* boot_flag */
+	b[0x200] = 0xeb;                /* jmp short to the end of the header: */
+	b[0x201] = 0x268 - 0x202;       /* 0x202 + 0x66 = 0x268 */
 	memcpy(b + 0x202, "HdrS", 4);
-	put16(b + 0x206, 0x020f);         /* protocol 2.15 */
-	b[0x211] = 0x01;                  /* loadflags: LOADED_HIGH */
-	put32(b + 0x214, 0x100000);       /* code32_start */
-	put32(b + 0x22c, 0x7fffffff);     /* initrd_addr_max */
-	put32(b + 0x230, 0x200000);       /* kernel_alignment */
-	b[0x234] = 1;                     /* relocatable */
-	b[0x235] = 21;                    /* min_alignment */
-	put16(b + 0x236, 0x3);            /* XLF_KERNEL_64 | CAN_BE_LOADED_ABOVE_4G */
-	put32(b + 0x238, 0x7ff);          /* cmdline_size */
-	put64(b + 0x258, PREF);           /* pref_address */
-	put32(b + 0x260, INIT_SIZE);      /* init_size */
+	put16(b + 0x206, 0x020f);     /* protocol 2.15 */
+	b[0x211] = 0x01;              /* loadflags: LOADED_HIGH */
+	put32(b + 0x214, 0x100000);   /* code32_start */
+	put32(b + 0x22c, 0x7fffffff); /* initrd_addr_max */
+	put32(b + 0x230, 0x200000);   /* kernel_alignment */
+	b[0x234] = 1;                 /* relocatable */
+	b[0x235] = 21;                /* min_alignment */
+	put16(b + 0x236, 0x3);        /* XLF_KERNEL_64 | CAN_BE_LOADED_ABOVE_4G */
+	put32(b + 0x238, 0x7ff);      /* cmdline_size */
+	put64(b + 0x258, PREF);       /* pref_address */
+	put32(b + 0x260, INIT_SIZE);  /* init_size */
 	for (int i = 0; i < PM_SIZE; i++)
 		b[PM_OFF + i] = (uint8_t)(i * 7 + 3);
 }
 
 static int load(struct guest_mem *m, const struct bz_img *im, const char *cmdline,
-		const void *initrd, size_t initrd_len, struct x86_boot_info *info, char *err)
+                const void *initrd, size_t initrd_len, struct x86_boot_info *info, char *err)
 {
 	char kpath[32], ipath[32];
 	arch_write_tmp(kpath, im->b, im->len);
 	if (initrd)
 		arch_write_tmp(ipath, initrd, initrd_len);
 	struct x86_boot_config cfg = {.kernel_path = kpath,
-				      .initrd_path = initrd ? ipath : NULL,
-				      .cmdline = cmdline,
-				      .ncpus = 1};
+	                              .initrd_path = initrd ? ipath : NULL,
+	                              .cmdline = cmdline,
+	                              .ncpus = 1};
 	int ret = x86_load(m, &cfg, info, err, 256);
 	unlink(kpath);
 	if (initrd)
@@ -153,9 +153,8 @@ Test(arch_bzimage, initrd_high_below_limits)
 	cr_assert_eq(load(&m, &im, "", initrd, sizeof(initrd), &info, err), 0, "%s", err);
 	cr_assert_eq(info.initrd_start, 64 * MIB - 0x2000, "as high as possible, page aligned");
 	cr_assert_eq(info.initrd_size, sizeof(initrd));
-	cr_assert_eq(memcmp(arch_gpa(&m, info.initrd_start, sizeof(initrd)), initrd,
-			    sizeof(initrd)),
-		     0);
+	cr_assert_eq(
+	    memcmp(arch_gpa(&m, info.initrd_start, sizeof(initrd)), initrd, sizeof(initrd)), 0);
 	const uint8_t *bp = arch_gpa(&m, X86_ZERO_PAGE_ADDR, 0x1000);
 	cr_assert_eq(arch_le32(bp + 0x218), info.initrd_start);
 	cr_assert_eq(arch_le32(bp + 0x21c), sizeof(initrd));
@@ -186,7 +185,7 @@ Test(arch_bzimage, cmdline_size_enforced)
 	cmd[0x7ff] = 'a';
 	cr_assert_eq(load(&m, &im, cmd, NULL, 0, &info, err), -E2BIG);
 	cr_assert(strstr(err, "command line is 2048 bytes") && strstr(err, "at most 2047"), "%s",
-		  err);
+	          err);
 	arch_mem_fini(&m);
 }
 
@@ -260,21 +259,21 @@ static void m_fixed_hole(struct bz_img *im)
 }
 
 static const struct bad_bz bad_bzs[] = {
-	{"protocol 2.05", m_old_protocol, 64 * MIB, -ENOEXEC, "boot protocol 2.05 is too old"},
-	{"no XLF_KERNEL_64", m_no_64bit, 64 * MIB, -ENOEXEC, "no 64-bit entry point"},
-	{"header cut short", m_short_header, 64 * MIB, -ENOEXEC, "truncated bzImage header"},
-	{"setup past EOF", m_setup_past_eof, 64 * MIB, -ENOEXEC, "truncated bzImage: 2560 setup"},
-	{"syssize past EOF", m_syssize, 64 * MIB, -ENOEXEC, "header says"},
-	{"kernel cut short", m_cut_kernel, 64 * MIB, -ENOEXEC, "header says"},
-	{"alignment not a power of 2", m_alignment, 64 * MIB, -ENOEXEC, "bad kernel_alignment"},
-	{"alignment 0", m_alignment_zero, 64 * MIB, -ENOEXEC, "bad kernel_alignment"},
-	{"init_size beyond RAM", m_init_size_huge, 64 * MIB, -ENOMEM, "-m too small"},
-	{"init_size into the hole", m_init_size_hole, 64 * MIB, -ENOEXEC, "PCI hole"},
-	{"fixed below 1 MiB", m_fixed_low, 64 * MIB, -ENOEXEC, "boot data area"},
-	{"fixed past RAM", m_fixed_past_ram, 64 * MIB, -ENOMEM, "-m too small"},
-	{"fixed address wraps", m_fixed_wrap, 64 * MIB, -ENOEXEC, "wraps"},
-	{"fixed across the hole", m_fixed_hole, 4 * GIB, -ENOEXEC, "PCI hole"},
-	{"RAM smaller than the kernel", NULL, 2 * MIB, -ENOMEM, "-m too small"},
+    {"protocol 2.05", m_old_protocol, 64 * MIB, -ENOEXEC, "boot protocol 2.05 is too old"},
+    {"no XLF_KERNEL_64", m_no_64bit, 64 * MIB, -ENOEXEC, "no 64-bit entry point"},
+    {"header cut short", m_short_header, 64 * MIB, -ENOEXEC, "truncated bzImage header"},
+    {"setup past EOF", m_setup_past_eof, 64 * MIB, -ENOEXEC, "truncated bzImage: 2560 setup"},
+    {"syssize past EOF", m_syssize, 64 * MIB, -ENOEXEC, "header says"},
+    {"kernel cut short", m_cut_kernel, 64 * MIB, -ENOEXEC, "header says"},
+    {"alignment not a power of 2", m_alignment, 64 * MIB, -ENOEXEC, "bad kernel_alignment"},
+    {"alignment 0", m_alignment_zero, 64 * MIB, -ENOEXEC, "bad kernel_alignment"},
+    {"init_size beyond RAM", m_init_size_huge, 64 * MIB, -ENOMEM, "-m too small"},
+    {"init_size into the hole", m_init_size_hole, 64 * MIB, -ENOEXEC, "PCI hole"},
+    {"fixed below 1 MiB", m_fixed_low, 64 * MIB, -ENOEXEC, "boot data area"},
+    {"fixed past RAM", m_fixed_past_ram, 64 * MIB, -ENOMEM, "-m too small"},
+    {"fixed address wraps", m_fixed_wrap, 64 * MIB, -ENOEXEC, "wraps"},
+    {"fixed across the hole", m_fixed_hole, 4 * GIB, -ENOEXEC, "PCI hole"},
+    {"RAM smaller than the kernel", NULL, 2 * MIB, -ENOMEM, "-m too small"},
 };
 
 Test(arch_bzimage, bad_images_rejected)

@@ -30,7 +30,7 @@ Test(arch_cpu, pvh_regs)
 	arch_mem_init(&m, 16 * MIB);
 	arch_mark_trampoline(&m);
 	struct x86_boot_info info = {
-		.kind = X86_ENTRY_PVH, .entry = 0x100020, .boot_arg = X86_PVH_INFO_ADDR};
+	    .kind = X86_ENTRY_PVH, .entry = 0x100020, .boot_arg = X86_PVH_INFO_ADDR};
 	cr_assert_eq(x86_bsp_regs(&m, &info, &regs, &sregs), 0);
 	cr_assert_eq(regs.rip, 0x100020);
 	cr_assert_eq(regs.rbx, X86_PVH_INFO_ADDR);
@@ -70,7 +70,7 @@ Test(arch_cpu, linux64_regs_and_page_tables)
 	arch_mem_init(&m, 16 * MIB);
 	arch_mark_trampoline(&m);
 	struct x86_boot_info info = {
-		.kind = X86_ENTRY_LINUX64, .entry = 0x1000200, .boot_arg = X86_ZERO_PAGE_ADDR};
+	    .kind = X86_ENTRY_LINUX64, .entry = 0x1000200, .boot_arg = X86_ZERO_PAGE_ADDR};
 	cr_assert_eq(x86_bsp_regs(&m, &info, &regs, &sregs), 0);
 	cr_assert_eq(regs.rip, 0x1000200);
 	cr_assert_eq(regs.rsi, X86_ZERO_PAGE_ADDR);
@@ -128,16 +128,19 @@ Test(arch_cpu, bsp_regs_errors)
 static struct kvm_cpuid2 *fake_cpuid(int amd, unsigned spare)
 {
 	struct kvm_cpuid_entry2 ents[] = {
-		{.function = 0, .eax = 0x1f},
-		{.function = 1, .eax = 0xc06f2, .ebx = 0x01020800, .ecx = 0x01202000,
-		 .edx = 0x0f8bfbff | (1u << 28)},
-		{.function = 4, .index = 0, .flags = 1, .eax = 0x04000121},
-		{.function = 4, .index = 3, .flags = 1, .eax = 0x04004163},
-		{.function = 4, .index = 4, .flags = 1, .eax = 0},
-		{.function = 0xb, .index = 0, .flags = 1, .edx = 1},
-		{.function = 0x40000000, .eax = 0x40000001},
-		{.function = 0x80000008, .eax = 0x3030, .ecx = 0x7001},
-		{.function = 0x8000001e, .eax = 9, .ebx = 9, .ecx = 9},
+	    {.function = 0, .eax = 0x1f},
+	    {.function = 1,
+	     .eax = 0xc06f2,
+	     .ebx = 0x01020800,
+	     .ecx = 0x01202000,
+	     .edx = 0x0f8bfbff | (1u << 28)},
+	    {.function = 4, .index = 0, .flags = 1, .eax = 0x04000121},
+	    {.function = 4, .index = 3, .flags = 1, .eax = 0x04004163},
+	    {.function = 4, .index = 4, .flags = 1, .eax = 0},
+	    {.function = 0xb, .index = 0, .flags = 1, .edx = 1},
+	    {.function = 0x40000000, .eax = 0x40000001},
+	    {.function = 0x80000008, .eax = 0x3030, .ecx = 0x7001},
+	    {.function = 0x8000001e, .eax = 9, .ebx = 9, .ecx = 9},
 	};
 	unsigned n = sizeof(ents) / sizeof(ents[0]);
 	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (n + spare) * sizeof(ents[0]));
@@ -247,8 +250,8 @@ Test(arch_cpu, boot_msrs)
 	struct kvm_msr_entry e[32];
 	unsigned n = x86_boot_msrs(e, 32);
 	cr_assert_geq(n, 10);
-	static const uint32_t want[] = {0x174, 0x175, 0x176, 0xc0000081, 0xc0000082, 0xc0000083,
-					0xc0000084, 0xc0000102, 0x10, 0x1a0};
+	static const uint32_t want[] = {0x174,      0x175,      0x176,      0xc0000081, 0xc0000082,
+	                                0xc0000083, 0xc0000084, 0xc0000102, 0x10,       0x1a0};
 	for (size_t w = 0; w < sizeof(want) / sizeof(want[0]); w++) {
 		unsigned i;
 		for (i = 0; i < n && e[i].index != want[w]; i++)

@@ -9,17 +9,17 @@
 
 #include "tests/unit/arch/arch_fixture.h"
 
-#define IMG_SIZE   0x3200
-#define TEXT_OFF   0x1000
-#define TEXT_PADDR 0x100000ull
+#define IMG_SIZE    0x3200
+#define TEXT_OFF    0x1000
+#define TEXT_PADDR  0x100000ull
 #define TEXT_FILESZ 0x100
-#define TEXT_MEMSZ 0x2000
-#define DATA_OFF   0x2000
-#define DATA_PADDR 0x200000ull
-#define NOTE_OFF   0x3000
-#define SHDR_OFF   0x3100
-#define VM_ENTRY   (TEXT_PADDR + 0x10)
-#define PVH_ENTRY  (TEXT_PADDR + 0x20)
+#define TEXT_MEMSZ  0x2000
+#define DATA_OFF    0x2000
+#define DATA_PADDR  0x200000ull
+#define NOTE_OFF    0x3000
+#define SHDR_OFF    0x3100
+#define VM_ENTRY    (TEXT_PADDR + 0x10)
+#define PVH_ENTRY   (TEXT_PADDR + 0x20)
 
 enum note_kind { NOTE_NONE, NOTE_PHDR, NOTE_SECTION };
 
@@ -69,13 +69,20 @@ static void make_elf(struct elf_img *im, enum note_kind notes)
 	e->e_ehsize = sizeof(Elf64_Ehdr);
 	e->e_phentsize = sizeof(Elf64_Phdr);
 	e->e_phnum = notes == NOTE_PHDR ? 3 : 2;
-	*phdr(im, 0) = (Elf64_Phdr){.p_type = PT_LOAD, .p_offset = TEXT_OFF,
-				    .p_vaddr = 0xffffffff80000000ull + TEXT_PADDR,
-				    .p_paddr = TEXT_PADDR, .p_filesz = TEXT_FILESZ,
-				    .p_memsz = TEXT_MEMSZ, .p_flags = PF_R | PF_X};
-	*phdr(im, 1) = (Elf64_Phdr){.p_type = PT_LOAD, .p_offset = DATA_OFF, .p_vaddr = DATA_PADDR,
-				    .p_paddr = DATA_PADDR, .p_filesz = 0x80, .p_memsz = 0x80,
-				    .p_flags = PF_R | PF_W};
+	*phdr(im, 0) = (Elf64_Phdr){.p_type = PT_LOAD,
+	                            .p_offset = TEXT_OFF,
+	                            .p_vaddr = 0xffffffff80000000ull + TEXT_PADDR,
+	                            .p_paddr = TEXT_PADDR,
+	                            .p_filesz = TEXT_FILESZ,
+	                            .p_memsz = TEXT_MEMSZ,
+	                            .p_flags = PF_R | PF_X};
+	*phdr(im, 1) = (Elf64_Phdr){.p_type = PT_LOAD,
+	                            .p_offset = DATA_OFF,
+	                            .p_vaddr = DATA_PADDR,
+	                            .p_paddr = DATA_PADDR,
+	                            .p_filesz = 0x80,
+	                            .p_memsz = 0x80,
+	                            .p_flags = PF_R | PF_W};
 	for (int i = 0; i < TEXT_FILESZ; i++)
 		im->b[TEXT_OFF + i] = (uint8_t)(i + 1);
 	memset(im->b + DATA_OFF, 0x5a, 0x80);
@@ -83,8 +90,11 @@ static void make_elf(struct elf_img *im, enum note_kind notes)
 		return;
 	size_t nlen = put_notes(im->b + NOTE_OFF, PVH_ENTRY, 8);
 	if (notes == NOTE_PHDR) {
-		*phdr(im, 2) = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = NOTE_OFF,
-					    .p_filesz = nlen, .p_memsz = nlen, .p_align = 4};
+		*phdr(im, 2) = (Elf64_Phdr){.p_type = PT_NOTE,
+		                            .p_offset = NOTE_OFF,
+		                            .p_filesz = nlen,
+		                            .p_memsz = nlen,
+		                            .p_align = 4};
 		return;
 	}
 	Elf64_Shdr *sh = (Elf64_Shdr *)(im->b + SHDR_OFF);
@@ -95,7 +105,7 @@ static void make_elf(struct elf_img *im, enum note_kind notes)
 }
 
 static int load(struct guest_mem *m, const struct elf_img *im, const char *cmdline,
-		struct x86_boot_info *info, char *err, size_t errlen)
+                struct x86_boot_info *info, char *err, size_t errlen)
 {
 	char path[32];
 	arch_write_tmp(path, im->b, im->len);
@@ -327,36 +337,36 @@ static void m_note_huge(struct elf_img *im)
 }
 
 static const struct bad_elf bad_elfs[] = {
-	{"truncated header", m_truncated_header, -ENOEXEC, "truncated ELF header"},
-	{"ELF32", m_class32, -ENOEXEC, "is not ELF64"},
-	{"big-endian", m_big_endian, -ENOEXEC, "not little-endian"},
-	{"i386 machine", m_machine, -ENOEXEC, "is not x86-64"},
-	{"ET_DYN", m_type_dyn, -ENOEXEC, "is not an executable"},
-	{"no program headers", m_no_phdrs, -ENOEXEC, "bad ELF program header table"},
-	{"wrong phentsize", m_phentsize, -ENOEXEC, "bad ELF program header table"},
-	{"65535 program headers", m_many_phdrs, -ENOEXEC, "bad ELF program header table"},
-	{"phdrs past EOF", m_phoff_eof, -ENOEXEC, "program headers past EOF"},
-	{"phoff wraps", m_phoff_wrap, -ENOEXEC, "program headers past EOF"},
-	{"filesz > memsz", m_filesz_gt_memsz, -ENOEXEC, "filesz > memsz"},
-	{"segment offset past EOF", m_offset_eof, -ENOEXEC, "past end of file"},
-	{"segment offset wraps", m_offset_wrap, -ENOEXEC, "past end of file"},
-	{"file cut inside a segment", m_cut_segment, -ENOEXEC, "past end of file"},
-	{"overlapping PT_LOADs", m_overlap, -ENOEXEC, "segments 0 and 1 overlap"},
-	{"segment in boot data", m_low_memory, -ENOEXEC, "boot data area"},
-	{"segment in PCI hole", m_pci_hole, -ENOEXEC, "PCI hole"},
-	{"segment past RAM", m_past_ram, -ENOMEM, "-m too small"},
-	{"paddr + memsz wraps", m_paddr_wrap, -ENOEXEC, "wraps"},
-	{"1 TiB memsz", m_huge_memsz, -ENOEXEC, "PCI hole"},
-	{"entry outside segments", m_entry_outside, -ENOEXEC, "entry point 0x800000"},
-	{"no PT_LOAD", m_no_load, -ENOEXEC, "no loadable segment"},
+    {"truncated header", m_truncated_header, -ENOEXEC, "truncated ELF header"},
+    {"ELF32", m_class32, -ENOEXEC, "is not ELF64"},
+    {"big-endian", m_big_endian, -ENOEXEC, "not little-endian"},
+    {"i386 machine", m_machine, -ENOEXEC, "is not x86-64"},
+    {"ET_DYN", m_type_dyn, -ENOEXEC, "is not an executable"},
+    {"no program headers", m_no_phdrs, -ENOEXEC, "bad ELF program header table"},
+    {"wrong phentsize", m_phentsize, -ENOEXEC, "bad ELF program header table"},
+    {"65535 program headers", m_many_phdrs, -ENOEXEC, "bad ELF program header table"},
+    {"phdrs past EOF", m_phoff_eof, -ENOEXEC, "program headers past EOF"},
+    {"phoff wraps", m_phoff_wrap, -ENOEXEC, "program headers past EOF"},
+    {"filesz > memsz", m_filesz_gt_memsz, -ENOEXEC, "filesz > memsz"},
+    {"segment offset past EOF", m_offset_eof, -ENOEXEC, "past end of file"},
+    {"segment offset wraps", m_offset_wrap, -ENOEXEC, "past end of file"},
+    {"file cut inside a segment", m_cut_segment, -ENOEXEC, "past end of file"},
+    {"overlapping PT_LOADs", m_overlap, -ENOEXEC, "segments 0 and 1 overlap"},
+    {"segment in boot data", m_low_memory, -ENOEXEC, "boot data area"},
+    {"segment in PCI hole", m_pci_hole, -ENOEXEC, "PCI hole"},
+    {"segment past RAM", m_past_ram, -ENOMEM, "-m too small"},
+    {"paddr + memsz wraps", m_paddr_wrap, -ENOEXEC, "wraps"},
+    {"1 TiB memsz", m_huge_memsz, -ENOEXEC, "PCI hole"},
+    {"entry outside segments", m_entry_outside, -ENOEXEC, "entry point 0x800000"},
+    {"no PT_LOAD", m_no_load, -ENOEXEC, "no loadable segment"},
 };
 
 static const struct bad_elf bad_pvh[] = {
-	{"PVH note with 2-byte value", m_pvh_bad_size, -ENOEXEC, "2-byte value"},
-	{"PVH entry above 4 GiB", m_pvh_high_entry, -ENOEXEC, "not a 32-bit address"},
-	{"PVH entry outside segments", m_pvh_entry_outside, -ENOEXEC, "entry point 0x800000"},
-	{"note past EOF", m_note_eof, -ENOEXEC, "note at"},
-	{"1 MiB note area", m_note_huge, -ENOEXEC, "past EOF"},
+    {"PVH note with 2-byte value", m_pvh_bad_size, -ENOEXEC, "2-byte value"},
+    {"PVH entry above 4 GiB", m_pvh_high_entry, -ENOEXEC, "not a 32-bit address"},
+    {"PVH entry outside segments", m_pvh_entry_outside, -ENOEXEC, "entry point 0x800000"},
+    {"note past EOF", m_note_eof, -ENOEXEC, "note at"},
+    {"1 MiB note area", m_note_huge, -ENOEXEC, "past EOF"},
 };
 
 static void run_bad(const struct bad_elf *cases, size_t n, enum note_kind notes)
@@ -372,7 +382,7 @@ static void run_bad(const struct bad_elf *cases, size_t n, enum note_kind notes)
 		int ret = load(&m, &im, "", &info, err, sizeof(err));
 		cr_expect_eq(ret, cases[i].err, "%s: got %d (%s)", cases[i].name, ret, err);
 		cr_expect(strstr(err, cases[i].msg), "%s: message '%s' lacks '%s'", cases[i].name,
-			  err, cases[i].msg);
+		          err, cases[i].msg);
 		cr_expect(!strchr(err, '\n'), "%s: message is not one line", cases[i].name);
 		arch_mem_fini(&m);
 	}

@@ -16,7 +16,10 @@
 static size_t make_pvh(uint8_t *b)
 {
 	memset(b, 0, 0x200);
-	memcpy(b, "\x7f" "ELF\2\1\1", 7);
+	memcpy(b,
+	       "\x7f"
+	       "ELF\2\1\1",
+	       7);
 	b[16] = 2;  /* ET_EXEC */
 	b[18] = 62; /* EM_X86_64 */
 	uint64_t phoff = 64;
@@ -36,13 +39,13 @@ static size_t make_pvh(uint8_t *b)
 }
 
 static int load_pvh(struct guest_mem *m, const char *cmdline, const char *initrd,
-		    struct x86_boot_info *info, char *err, size_t errlen)
+                    struct x86_boot_info *info, char *err, size_t errlen)
 {
 	uint8_t img[0x200];
 	char path[32];
 	arch_write_tmp(path, img, make_pvh(img));
 	struct x86_boot_config cfg = {
-		.kernel_path = path, .initrd_path = initrd, .cmdline = cmdline, .ncpus = 1};
+	    .kernel_path = path, .initrd_path = initrd, .cmdline = cmdline, .ncpus = 1};
 	int ret = x86_load(m, &cfg, info, err, errlen);
 	unlink(path);
 	return ret;
@@ -55,7 +58,7 @@ Test(arch_load, missing_kernel_names_path)
 	char err[256];
 	arch_mem_init(&m, 16 * MIB);
 	struct x86_boot_config cfg = {
-		.kernel_path = "/nonexistent/bzImage", .cmdline = "", .ncpus = 1};
+	    .kernel_path = "/nonexistent/bzImage", .cmdline = "", .ncpus = 1};
 	cr_assert_eq(x86_load(&m, &cfg, &info, err, sizeof(err)), -ENOENT);
 	cr_assert(strstr(err, "/nonexistent/bzImage") && strstr(err, "No such file"), "%s", err);
 	arch_mem_fini(&m);
@@ -67,10 +70,9 @@ Test(arch_load, missing_initrd_names_path)
 	struct x86_boot_info info;
 	char err[256];
 	arch_mem_init(&m, 16 * MIB);
-	cr_assert_eq(load_pvh(&m, "", "/nonexistent/initrd.img", &info, err, sizeof(err)),
-		     -ENOENT);
+	cr_assert_eq(load_pvh(&m, "", "/nonexistent/initrd.img", &info, err, sizeof(err)), -ENOENT);
 	cr_assert(strstr(err, "initrd /nonexistent/initrd.img") && strstr(err, "No such file"),
-		  "%s", err);
+	          "%s", err);
 	arch_mem_fini(&m);
 }
 
@@ -84,7 +86,9 @@ Test(arch_load, directory_and_unknown_formats)
 	cr_assert_eq(x86_load(&m, &cfg, &info, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "not a regular file"), "%s", err);
 
-	static const char *junk[] = {"", "MZ\x90\0 a PE file is not a kernel", "\x7f" "EL"};
+	static const char *junk[] = {"", "MZ\x90\0 a PE file is not a kernel",
+	                             "\x7f"
+	                             "EL"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		arch_write_tmp(path, junk[i], strlen(junk[i]));
 		cfg.kernel_path = path;
@@ -157,7 +161,7 @@ Test(arch_load, error_message_is_bounded)
 	memset(err, 'Z', sizeof(err));
 	arch_mem_init(&m, 16 * MIB);
 	struct x86_boot_config cfg = {
-		.kernel_path = "/nonexistent/a/very/long/path/to/a/kernel", .cmdline = "", .ncpus = 1};
+	    .kernel_path = "/nonexistent/a/very/long/path/to/a/kernel", .cmdline = "", .ncpus = 1};
 	cr_assert_eq(x86_load(&m, &cfg, &info, err, 8), -ENOENT);
 	cr_assert_eq(strlen(err), 7);
 	cr_assert_eq(err[8], 'Z', "wrote past errlen");
@@ -185,8 +189,8 @@ static void load_real(const char *name, const char *format)
 	arch_mem_init(&m, 256 * MIB);
 	arch_mark_trampoline(&m);
 	struct x86_boot_config cfg = {.kernel_path = test_kernel(path, sizeof(path), name),
-				      .cmdline = "console=ttyS0 earlyprintk=ttyS0",
-				      .ncpus = 2};
+	                              .cmdline = "console=ttyS0 earlyprintk=ttyS0",
+	                              .ncpus = 2};
 	cr_assert_eq(x86_load(&m, &cfg, &info, err, sizeof(err)), 0, "%s: %s", path, err);
 	cr_assert_str_eq(info.format, format);
 	cr_assert(info.entry >= info.kernel_start && info.entry < info.kernel_end);

@@ -13,18 +13,18 @@ struct e820_case {
 	struct x86_e820_entry e[6];
 };
 
-#define LOW_FIXED                                                                           \
-	{0, X86_EBDA_START, X86_E820_RAM}, {X86_EBDA_START, 0x400, X86_E820_RESERVED},      \
-		{X86_ACPI_ADDR, 0x20000, X86_E820_RESERVED}
+#define LOW_FIXED                                                                                  \
+	{0, X86_EBDA_START, X86_E820_RAM}, {X86_EBDA_START, 0x400, X86_E820_RESERVED},             \
+	{                                                                                          \
+		X86_ACPI_ADDR, 0x20000, X86_E820_RESERVED                                          \
+	}
 
 static const struct e820_case e820_cases[] = {
-	{64 * MIB, 4, {LOW_FIXED, {MIB, 63 * MIB, X86_E820_RAM}}},
-	{3 * GIB, 4, {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}}},
-	{4 * GIB, 5, {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}, {4 * GIB, GIB, X86_E820_RAM}}},
-	{8 * GIB,
-	 5,
-	 {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}, {4 * GIB, 5 * GIB, X86_E820_RAM}}},
-	{MIB, 3, {LOW_FIXED}},
+    {64 * MIB, 4, {LOW_FIXED, {MIB, 63 * MIB, X86_E820_RAM}}},
+    {3 * GIB, 4, {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}}},
+    {4 * GIB, 5, {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}, {4 * GIB, GIB, X86_E820_RAM}}},
+    {8 * GIB, 5, {LOW_FIXED, {MIB, 3 * GIB - MIB, X86_E820_RAM}, {4 * GIB, 5 * GIB, X86_E820_RAM}}},
+    {MIB, 3, {LOW_FIXED}},
 };
 
 Test(arch_tables, e820_for_ram_sizes)
@@ -36,13 +36,13 @@ Test(arch_tables, e820_for_ram_sizes)
 		arch_mem_init(&m, t->ram);
 		int n = x86_e820_build(&m, e, X86_E820_MAX);
 		cr_assert_eq(n, (int)t->n, "%llu MiB: %d entries",
-			     (unsigned long long)(t->ram / MIB), n);
+		             (unsigned long long)(t->ram / MIB), n);
 		uint64_t ram = 0;
 		for (unsigned j = 0; j < t->n; j++) {
 			cr_expect_eq(e[j].addr, t->e[j].addr, "ram %llu entry %u",
-				     (unsigned long long)t->ram, j);
+			             (unsigned long long)t->ram, j);
 			cr_expect_eq(e[j].size, t->e[j].size, "ram %llu entry %u",
-				     (unsigned long long)t->ram, j);
+			             (unsigned long long)t->ram, j);
 			cr_expect_eq(e[j].type, t->e[j].type);
 			if (j)
 				cr_expect_geq(e[j].addr, e[j - 1].addr + e[j - 1].size, "sorted");
@@ -169,7 +169,7 @@ static const uint8_t *acpi_table(struct guest_mem *m, uint64_t gpa, const char *
 {
 	const uint8_t *t = arch_gpa(m, gpa, 36);
 	cr_assert_eq(memcmp(t, sig, 4), 0, "table at 0x%llx is not %s", (unsigned long long)gpa,
-		     sig);
+	             sig);
 	uint32_t len = arch_le32(t + 4);
 	cr_assert_geq(len, 36);
 	t = arch_gpa(m, gpa, len);

@@ -5,16 +5,16 @@
  * runs the same kind of switching the assembly backend gets.
  */
 #define CORO_FORCE_UCONTEXT 1
-#define coro_init_thread uc_coro_init_thread
-#define coro_stack_create uc_coro_stack_create
-#define coro_stack_round uc_coro_stack_round
-#define coro_stack_destroy uc_coro_stack_destroy
-#define coro_prepare uc_coro_prepare
-#define coro_switch uc_coro_switch
-#define coro_exit uc_coro_exit
-#define coro_arch_entry uc_coro_arch_entry
-#define coro_arch_prepare uc_coro_arch_prepare
-#define coro_arch_swap uc_coro_arch_swap
+#define coro_init_thread    uc_coro_init_thread
+#define coro_stack_create   uc_coro_stack_create
+#define coro_stack_round    uc_coro_stack_round
+#define coro_stack_destroy  uc_coro_stack_destroy
+#define coro_prepare        uc_coro_prepare
+#define coro_switch         uc_coro_switch
+#define coro_exit           uc_coro_exit
+#define coro_arch_entry     uc_coro_arch_entry
+#define coro_arch_prepare   uc_coro_arch_prepare
+#define coro_arch_swap      uc_coro_arch_swap
 
 #include "async/coro.c"
 #include "async/coro_ucontext.c"

@@ -231,17 +231,18 @@ static int sleeper_ops(struct exec *ex, void *arg)
 Test(async_exec, feature_fallbacks_work)
 {
 	const unsigned masks[] = {
-		EXEC_FEAT_DEFER_TASKRUN,                                      /* 5.19/6.0 */
-		EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_SINGLE_ISSUER,            /* 5.19 */
-		EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_RING_FD, /* 5.18 */
-		EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL |
-			EXEC_FEAT_RING_FD | EXEC_FEAT_CANCEL_ANY, /* 5.15 */
+	    EXEC_FEAT_DEFER_TASKRUN,                                              /* 5.19/6.0 */
+	    EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_SINGLE_ISSUER,                    /* 5.19 */
+	    EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_RING_FD, /* 5.18 */
+	    EXEC_FEAT_DEFER_TASKRUN | EXEC_FEAT_COOP_TASKRUN | EXEC_FEAT_SUBMIT_ALL |
+	        EXEC_FEAT_RING_FD | EXEC_FEAT_CANCEL_ANY, /* 5.15 */
 	};
 	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
 		struct exec_params p = {.no_features = masks[i]};
 		struct exec *ex = test_exec(&p);
 		struct exec_task *t;
-		cr_assert_eq(exec_features(ex) & masks[i], 0, "rung %zu used a forbidden feature", i);
+		cr_assert_eq(exec_features(ex) & masks[i], 0, "rung %zu used a forbidden feature",
+		             i);
 		cr_assert_eq(exec_spawn(ex, sleeper_ops, NULL, 0, &t), 0);
 		cr_assert_eq(exec_join(ex, t), 7, "rung %zu", i);
 		exec_destroy(ex);
@@ -279,7 +280,8 @@ Test(async_exec, stress_1m_nops_no_leaks, .timeout = 120)
 		struct exec *ex = test_exec(NULL);
 		struct exec_task *t[64], *churn;
 		for (int i = 0; i < 64; i++)
-			cr_assert_eq(exec_spawn(ex, nop_loop, (void *)(1000000L / 64 / 2), 0, &t[i]), 0);
+			cr_assert_eq(
+			    exec_spawn(ex, nop_loop, (void *)(1000000L / 64 / 2), 0, &t[i]), 0);
 		cr_assert_eq(exec_spawn(ex, spawn_churn, NULL, 0, &churn), 0);
 		for (int i = 0; i < 64; i++)
 			cr_assert_eq(exec_join(ex, t[i]), 0);
@@ -295,5 +297,32 @@ Test(async_exec, stress_1m_nops_no_leaks, .timeout = 120)
 	cr_assert_eq(test_count_fds(), fds0, "fd leak");
 	cr_assert_eq(test_count_maps(), maps0, "mapping leak (coroutine stacks?)");
 	cr_assert_leq(m1.uordblks, m0.uordblks + 4096, "heap grew %zu -> %zu", m0.uordblks,
-		      m1.uordblks);
+	              m1.uordblks);
+}
+
+static int linked_needs_two(struct exec *ex, void *arg)
+{
+	(void)arg;
+	cr_assert_eq(exec_nop(ex), 0, "a single SQE fits");
+	exec_set_deadline(ex, exec_now() + 1000000000ull);
+	/* an op plus its linked timeout can never fit a 1-entry SQ */
+	cr_assert_eq(exec_nop(ex), -EBUSY);
+	exec_set_deadline(ex, 0);
+	cr_assert_eq(exec_nop(ex), 0, "the executor is still usable");
+	return 0;
+}
+
+/* When no SQE can be had even after flushing the SQ, the operation fails
+ * with a clear -EBUSY instead of hanging or submitting half a link. */
+Test(async_exec, no_sqe_is_a_clear_error)
+{
+	struct exec_params p = {.sq_entries = 1, .cq_entries = 4};
+	struct exec *ex = test_exec(&p);
+	struct exec_task *t;
+	struct exec_stats st;
+	cr_assert_eq(exec_spawn(ex, linked_needs_two, NULL, 0, &t), 0);
+	cr_assert_eq(exec_join(ex, t), 0);
+	exec_stats(ex, &st);
+	cr_assert_eq(st.inflight, 0, "the failed op gave its CQ room back");
+	exec_destroy(ex);
 }

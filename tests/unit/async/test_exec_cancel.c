@@ -11,7 +11,7 @@
 
 #include "tests/unit/async/async_test.h"
 
-#define MS 1000000ull
+#define MS     1000000ull
 #define POISON 0xA5
 
 struct reader {
@@ -68,7 +68,7 @@ static void assert_pipe_still_has(int rfd, const char *want)
 	int fl = fcntl(rfd, F_GETFL);
 	fcntl(rfd, F_SETFL, fl | O_NONBLOCK);
 	cr_assert_eq(read(rfd, got, sizeof(got)), (ssize_t)strlen(want),
-		     "data was consumed by a read that should be gone");
+	             "data was consumed by a read that should be gone");
 	cr_assert_str_eq(got, want);
 }
 
@@ -93,7 +93,7 @@ Test(async_cancel, deadline_fires_and_buffer_is_returned)
 	cr_assert_eq(exec_join(ex, wt), 4);
 	cr_assert_eq(r.res, -ETIMEDOUT);
 	cr_assert_geq(r.t1 - r.t0, 29 * MS, "fired early: %llu ns",
-		      (unsigned long long)(r.t1 - r.t0));
+	              (unsigned long long)(r.t1 - r.t0));
 	cr_assert_lt(r.t1 - r.t0, 1000 * MS, "fired late");
 	assert_poisoned(r.buf, sizeof(r.buf));
 	assert_pipe_still_has(p[0], "DATA");

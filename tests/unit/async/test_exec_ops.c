@@ -108,7 +108,8 @@ static void falloc(struct exec *ex, void *arg)
 	cr_assert_lt(st.st_blocks, full, "punched blocks are freed");
 	cr_assert_eq(exec_read(ex, fd, back, sizeof(back), 0), (int)sizeof(back));
 	for (int i = 0; i < 65536; i++)
-		cr_assert_eq((unsigned char)back[i], i >= 16384 && i < 32768 ? 0 : 0xee, "at %d", i);
+		cr_assert_eq((unsigned char)back[i], i >= 16384 && i < 32768 ? 0 : 0xee, "at %d",
+		             i);
 
 	cr_assert_eq(exec_zero_range(ex, fd, 40000, 1000), 0);
 	cr_assert_eq(exec_read(ex, fd, back, sizeof(back), 0), (int)sizeof(back));
@@ -189,8 +190,10 @@ static void unix_msgs(struct exec *ex, void *arg)
 		char b[CMSG_SPACE(sizeof(int))];
 	} ctl;
 	memset(&ctl, 0, sizeof(ctl));
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-			   .msg_controllen = sizeof(ctl.b)};
+	struct msghdr m = {.msg_iov = &iov,
+	                   .msg_iovlen = 1,
+	                   .msg_control = ctl.b,
+	                   .msg_controllen = sizeof(ctl.b)};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
@@ -204,8 +207,10 @@ static void unix_msgs(struct exec *ex, void *arg)
 		char b[CMSG_SPACE(sizeof(int))];
 	} rctl;
 	struct iovec riov = {rbuf, sizeof(rbuf)};
-	struct msghdr rm = {.msg_iov = &riov, .msg_iovlen = 1, .msg_control = rctl.b,
-			    .msg_controllen = sizeof(rctl.b)};
+	struct msghdr rm = {.msg_iov = &riov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = rctl.b,
+	                    .msg_controllen = sizeof(rctl.b)};
 	cr_assert_eq(exec_recvmsg(ex, sv[1], &rm, MSG_CMSG_CLOEXEC), 3);
 	cr_assert_str_eq(rbuf, "msg");
 	struct cmsghdr *rc = CMSG_FIRSTHDR(&rm);
@@ -312,11 +317,11 @@ static void errors(struct exec *ex, void *arg)
 	close(p[1]);
 	cr_assert_eq(exec_read(ex, p[0], b, 4, 0), 0, "EOF once the writer is gone");
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	struct sockaddr_in nowhere = {.sin_family = AF_INET, .sin_port = htons(1),
-				      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in nowhere = {
+	    .sin_family = AF_INET, .sin_port = htons(1), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	cr_assert_eq(exec_connect(ex, s, (struct sockaddr *)&nowhere, sizeof(nowhere)),
-		     -ECONNREFUSED);
+	             -ECONNREFUSED);
 	close(s);
 	close(sv[0]);
 	close(sv[1]);
