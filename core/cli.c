@@ -10,6 +10,7 @@
 
 #include "core/cli.h"
 #include "core/log.h"
+#include "devices/virtio/registry.h"
 
 #define MAX_MEM_MIB (1024u * 1024u) /* 1 TiB */
 
@@ -126,6 +127,31 @@ static int opt_log_level(struct vm_config *cfg, const char *arg, char *err, size
 	return 0;
 }
 
+static int opt_disable_sandbox(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	(void)arg, (void)err, (void)errlen;
+	cfg->disable_sandbox = true;
+	return 0;
+}
+
+static int opt_seccomp_log(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	(void)arg, (void)err, (void)errlen;
+	cfg->seccomp_log = true;
+	return 0;
+}
+
+static const struct cli_option sandbox_opts[] = {
+	{"disable-sandbox", 0, NULL,
+	 "Run device processes without the jail (no namespaces, no seccomp,\n"
+	 "capabilities kept): for debugging only.",
+	 opt_disable_sandbox},
+	{"seccomp-log", 0, NULL,
+	 "Log a device's forbidden system calls (kernel audit log) instead of\n"
+	 "killing it: for debugging a device's allowlist.",
+	 opt_seccomp_log},
+};
+
 static const struct cli_option core_opts[] = {
 	{"cpus", 'c', "N", "Number of vCPUs (default 1, at most what KVM allows).", opt_cpus},
 	{"initrd", 'i', "PATH", "Initial ramdisk loaded for a Linux kernel (PVH: module 0).",
@@ -148,7 +174,58 @@ static const struct cli_option core_opts[] = {
 /* Every option table of `run`, sorted by group; device modules add theirs here. */
 static const struct cli_option_table run_tables[] = {
 	{"VM options", core_opts, sizeof(core_opts) / sizeof(core_opts[0])},
+	{"Sandbox options", sandbox_opts, sizeof(sandbox_opts) / sizeof(sandbox_opts[0])},
 };
+
+/*
+ * Device options come from the device registry (devices/virtio/registry.c):
+ * each device file names its option there, so adding a device never touches
+ * this file. A default-on device also gets --no-<option>.
+ */
+static int add_device(struct vm_config *cfg, const struct registry_entry *e, const char *opts)
+{
+	if (cfg->ndevs == VM_MAX_DEVICES) {
+		fprintf(stderr, "ringvm run: --%s: at most %d devices\n", e->option, VM_MAX_DEVICES);
+		return 2;
+	}
+	if (e->default_on) {
+		/* --rng after --no-rng turns it back on; given twice, it stays one device. */
+		for (size_t i = 0; registry_at(i); i++)
+			if (registry_at(i) == e)
+				cfg->disabled_defaults &= ~(1ul << i);
+		for (unsigned i = 0; i < cfg->ndevs; i++)
+			if (cfg->devs[i].entry == e)
+				return 0;
+	}
+	cfg->devs[cfg->ndevs++] = (struct vm_device_spec){.entry = e, .opts = opts ? opts : ""};
+	return 0;
+}
+
+static void add_default_devices(struct vm_config *cfg)
+{
+	for (size_t i = 0; registry_at(i); i++) {
+		const struct registry_entry *e = registry_at(i);
+		if (e->default_on && !(cfg->disabled_defaults & (1ul << i)))
+			(void)add_device(cfg, e, "");
+	}
+}
+
+static void print_device_help(FILE *f)
+{
+	fprintf(f, "\nDevice options (each device runs in its own sandboxed process)\n");
+	for (size_t i = 0; registry_at(i); i++) {
+		const struct registry_entry *e = registry_at(i);
+		fprintf(f, "    --%s%s%s\n", e->option, e->meta ? " " : "", e->meta ? e->meta : "");
+		if (e->default_on)
+			fprintf(f, "    --no-%s\n", e->option);
+		const char *h = e->help ? e->help : "";
+		while (*h) {
+			size_t n = strcspn(h, "\n");
+			fprintf(f, "        %.*s\n", (int)n, h);
+			h += n + (h[n] == '\n');
+		}
+	}
+}
 
 void cli_config_defaults(struct vm_config *cfg)
 {
@@ -200,7 +277,8 @@ void cli_print_run_help(FILE *f)
 			}
 		}
 	}
-	fputs("    -h, --help\n"
+	print_device_help(f);
+	fputs("\n    -h, --help\n"
 	      "        Show this help and exit.\n"
 	      "\n"
 	      "EXIT STATUS\n"
@@ -282,6 +360,44 @@ int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
 				inline_val = true;
 			}
 		}
+		if (!o && a[1] == '-') {
+			const char *name = a + 2;
+			const char *eq = strchr(name, '=');
+			char nm[64];
+			size_t len = eq ? (size_t)(eq - name) : strlen(name);
+			if (len >= sizeof(nm))
+				return usage_error("unknown option '%s'", a);
+			memcpy(nm, name, len);
+			nm[len] = 0;
+			const struct registry_entry *e = registry_find(nm);
+			if (e) {
+				const char *v = NULL;
+				if (!e->meta && eq)
+					return usage_error("option '%s' takes no value", a);
+				if (e->meta) {
+					if (eq)
+						v = eq + 1;
+					else if (i + 1 < argc)
+						v = argv[++i];
+					else
+						return usage_error("option '%s' needs a value", a);
+				}
+				int rr = add_device(cfg, e, v);
+				if (rr)
+					return rr;
+				continue;
+			}
+			if (strncmp(nm, "no-", 3) == 0 && (e = registry_find(nm + 3)) && e->default_on &&
+			    !eq) {
+				for (size_t k = 0; registry_at(k); k++)
+					if (registry_at(k) == e)
+						cfg->disabled_defaults |= 1ul << k;
+				for (unsigned k = 0; k < cfg->ndevs; k++)
+					if (cfg->devs[k].entry == e)
+						cfg->devs[k--] = cfg->devs[--cfg->ndevs];
+				continue;
+			}
+		}
 		if (!o)
 			return usage_error("unknown option '%s'", a);
 		if (!o->meta && inline_val)
@@ -299,6 +415,7 @@ int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
 	}
 	if (!cfg->kernel)
 		return usage_error("missing KERNEL%s", "");
+	add_default_devices(cfg);
 	if (!cfg->cmdline) {
 		cfg->cmdline = strdup("");
 		if (!cfg->cmdline)

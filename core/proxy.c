@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <linux/kvm.h>
@@ -124,7 +123,7 @@ static void bar_write(void *opaque, uint64_t off, const uint8_t *data, unsigned 
 
 static const struct bus_ops bar_ops = {.name = "proxy-bar", .read = bar_read, .write = bar_write};
 
-/* Put b on the MMIO bus where the guest programmed it, or take it off. Caller holds p->lock. */
+/* Put b on the MMIO bus where the guest programmed it, or take it off. Caller holds state_lock. */
 static void remap_bar(struct proxy *p, struct proxy_bar *b)
 {
 	uint64_t want = bar_addr(b);
@@ -203,8 +202,10 @@ static void cfg_write(void *opaque, unsigned reg, unsigned len, uint32_t val)
 	struct ipc_bus_req req = {.op = IPC_CFG_WRITE, .len = (uint8_t)len, .off = reg, .data = val};
 	pthread_mutex_lock(&p->lock);
 	(void)request(p, &req, NULL);
-	track_cfg_write(p, reg, len, val);
 	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->state_lock);
+	track_cfg_write(p, reg, len, val);
+	pthread_mutex_unlock(&p->state_lock);
 }
 
 static const struct pci_dev_ops proxy_pci_ops = {.name = "proxy", .cfg_read = cfg_read,
@@ -252,7 +253,8 @@ static int place_bars(struct proxy *p, uint64_t *next)
 }
 
 int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
-	       unsigned slot, int bus_sock, int ctl_sock, pid_t pid, int pidfd, uint64_t *mmio_next)
+	       unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child,
+	       uint64_t *mmio_next)
 {
 	memset(p, 0, sizeof(*p));
 	p->vm = vm;
@@ -261,11 +263,15 @@ int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const ch
 	p->slot = slot;
 	p->bus_sock = bus_sock;
 	p->ctl_sock = ctl_sock;
-	p->pid = pid;
-	p->pidfd = pidfd;
+	p->child = *child;
+	p->pid = child->pid;
 	for (unsigned i = 0; i < PROXY_MAX_VECTORS; i++)
 		p->vec[i].irqfd = -1;
 	int r = pthread_mutex_init(&p->lock, NULL);
+	if (r == 0)
+		r = pthread_mutex_init(&p->state_lock, NULL);
+	if (r == 0)
+		r = pthread_mutex_init(&p->reap_lock, NULL);
 	if (r)
 		return -r;
 	struct ipc_bus_req hello = {.op = IPC_HELLO, .version = IPC_VERSION, .magic = IPC_MAGIC};
@@ -283,7 +289,7 @@ int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const ch
 		return -EPROTO;
 	}
 	resp.name[sizeof(resp.name) - 1] = 0;
-	log_debug("device %s is %s, pid %d", name, resp.name, (int)pid);
+	log_debug("device %s is %s, pid %d", name, resp.name, (int)p->pid);
 	r = place_bars(p, mmio_next);
 	if (r < 0) {
 		log_error("device %s: no room for its BARs in the PCI window", name);
@@ -326,7 +332,7 @@ static int ctl_ioeventfd(struct proxy *p, const struct ipc_ctl_req *q, int fd)
 	if (q->bar >= IPC_MAX_BARS || p->bars[q->bar].info.kind == IPC_BAR_NONE ||
 	    q->off >= p->bars[q->bar].info.size || (q->off & 3))
 		return -EINVAL;
-	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->state_lock);
 	int r = 0;
 	unsigned i;
 	for (i = 0; i < p->nioev; i++)
@@ -353,7 +359,7 @@ static int ctl_ioeventfd(struct proxy *p, const struct ipc_ctl_req *q, int fd)
 		close(p->ioev[i].fd);
 		p->ioev[i] = p->ioev[--p->nioev];
 	}
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->state_lock);
 	if (fd >= 0)
 		close(fd);
 	return r;
@@ -402,25 +408,18 @@ const char *proxy_describe_exit(int status, char *buf, size_t len)
 	return buf;
 }
 
-static int reap(struct proxy *p, int timeout_ms)
+int proxy_reap(struct proxy *p, int *status, int timeout_ms)
 {
-	struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-	if (poll(&pfd, 1, timeout_ms) <= 0)
-		return -ETIMEDOUT;
-	siginfo_t si;
-	memset(&si, 0, sizeof(si));
-	if (waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED) < 0)
-		return -errno;
-	if (si.si_code == CLD_EXITED)
-		return (si.si_status & 0xff) << 8; /* as waitpid() would report it */
-	return (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+	pthread_mutex_lock(&p->reap_lock);
+	int r = jail_child_wait(&p->child, status, timeout_ms);
+	pthread_mutex_unlock(&p->reap_lock);
+	return r;
 }
 
 int proxy_shutdown(struct proxy *p, int timeout_ms)
 {
-	if (p->pidfd < 0)
-		return -EBADF;
-	p->shutting_down = true;
+	int st = 0;
+	atomic_store(&p->shutting_down, true);
 	if (!atomic_load(&p->dead)) {
 		struct ipc_bus_req req = {.op = IPC_SHUTDOWN};
 		struct ipc_bus_resp resp;
@@ -434,15 +433,14 @@ int proxy_shutdown(struct proxy *p, int timeout_ms)
 		}
 		pthread_mutex_unlock(&p->lock);
 	}
-	int st = reap(p, timeout_ms);
-	if (st == -ETIMEDOUT) {
+	int r = proxy_reap(p, &st, timeout_ms);
+	if (r == -ETIMEDOUT) {
 		log_warn("device %s (pid %d) did not exit; killing it", p->name, (int)p->pid);
-		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
-		st = reap(p, -1);
+		if (jail_child_kill(&p->child) < 0)
+			log_warn("device %s: SIGKILL failed", p->name);
+		r = proxy_reap(p, &st, -1);
 	}
-	close(p->pidfd);
-	p->pidfd = -1;
-	return st;
+	return r < 0 ? r : st;
 }
 
 void proxy_destroy(struct proxy *p)
@@ -461,12 +459,13 @@ void proxy_destroy(struct proxy *p)
 		close(p->ioev[i].fd);
 	}
 	p->nioev = 0;
-	if (p->pidfd >= 0)
-		close(p->pidfd);
+	jail_child_close(&p->child); /* kills and reaps if still there: no zombie */
 	if (p->bus_sock >= 0)
 		close(p->bus_sock);
 	if (p->ctl_sock >= 0)
 		close(p->ctl_sock);
-	p->pidfd = p->bus_sock = p->ctl_sock = -1;
+	p->bus_sock = p->ctl_sock = -1;
+	pthread_mutex_destroy(&p->reap_lock);
+	pthread_mutex_destroy(&p->state_lock);
 	pthread_mutex_destroy(&p->lock);
 }

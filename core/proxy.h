@@ -20,6 +20,7 @@
 #include "core/ipc.h"
 #include "core/irqroute.h"
 #include "core/vm.h"
+#include "jail/jail.h"
 
 #define PROXY_REPLY_TIMEOUT_MS 5000
 #define PROXY_MAX_VECTORS      64
@@ -43,11 +44,20 @@ struct proxy {
 	unsigned slot;
 	int bus_sock, ctl_sock;
 	pid_t pid;
-	int pidfd;
-	pthread_mutex_t lock; /* one request/reply at a time on bus_sock; BAR state */
+	struct jail_child child;   /* the device process (pidfd, reaped status) */
+	pthread_mutex_t reap_lock; /* the control thread and shutdown may both reap */
+	/*
+	 * Two locks, never held together: lock serialises request/reply on
+	 * bus_sock (a vCPU may hold it while the device works); state_lock guards
+	 * BAR mappings and ioeventfds, which the vmctl thread changes while
+	 * serving the device — so a device that asks for an ioeventfd while a
+	 * vCPU waits for its reply cannot deadlock the two.
+	 */
+	pthread_mutex_t lock;
+	pthread_mutex_t state_lock;
 	uint32_t seq;
 	atomic_bool dead;
-	bool shutting_down;
+	atomic_bool shutting_down;
 	uint16_t command; /* latched PCI command register */
 	struct proxy_bar bars[IPC_MAX_BARS];
 	struct {
@@ -65,13 +75,21 @@ struct proxy {
 
 /*
  * Take over the main-process ends of a freshly spawned device's sockets and
- * its pidfd; do the HELLO handshake; program initial BAR addresses from
+ * its jail_child; do the HELLO handshake; program initial BAR addresses from
  * *mmio_next (advanced past them); plug into PCI slot. 0 or -errno (logged).
- * On failure the caller still owns pid/pidfd (to kill and reap).
+ * Either way the proxy owns the sockets and the child afterwards: call
+ * proxy_shutdown() and proxy_destroy().
  */
 int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
-	       unsigned slot, int bus_sock, int ctl_sock, pid_t pid, int pidfd,
+	       unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child,
 	       uint64_t *mmio_next) __attribute__((warn_unused_result));
+
+/*
+ * Reap the device if it has exited (timeout_ms 0: just check; -1: wait).
+ * Returns 0 with *status (wait(2)-style) once reaped, -ETIMEDOUT while it
+ * runs. Thread-safe; repeated calls return the same status.
+ */
+int proxy_reap(struct proxy *p, int *status, int timeout_ms);
 
 /* Serve one message from ctl_sock (called when it is readable). -errno when the device must die. */
 int proxy_handle_ctl(struct proxy *p) __attribute__((warn_unused_result));

@@ -18,6 +18,7 @@
 
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/layout.h"
+#include "core/devmgr.h"
 #include "core/kvm.h"
 #include "core/log.h"
 #include "core/vcpu.h"
@@ -188,6 +189,9 @@ int vm_run(const struct vm_config *cfg)
 	}
 	if (vm_legacy_create(vm) < 0)
 		goto out_legacy;
+	/* Fork the device processes now, while this process is still single-threaded. */
+	if (devmgr_create(vm) < 0)
+		goto out_legacy;
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		goto out_legacy;
@@ -196,7 +200,7 @@ int vm_run(const struct vm_config *cfg)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_create(vm, i, &info, &vm->vcpus[i]) < 0)
 			goto out_vcpus;
-	if (vm_legacy_start(vm) < 0)
+	if (devmgr_start(vm) < 0 || vm_legacy_start(vm) < 0)
 		goto out_vcpus;
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_start(&vm->vcpus[i]) < 0) {
@@ -208,6 +212,7 @@ int vm_run(const struct vm_config *cfg)
 	wait_for_stop(vm);
 	code = atomic_load(&vm->exit_code);
 	stop_vcpus(vm);
+	devmgr_stop(vm);
 	vm_legacy_stop(vm);
 	if (getenv("RINGVM_STARTUP_REPORT") && vm->first_run_ns) {
 		/* For bench/boot.sh: the VMM's own part, exec-independent. */
@@ -218,9 +223,11 @@ int vm_run(const struct vm_config *cfg)
 	goto out_legacy;
 out_vcpus:
 	stop_vcpus(vm);
+	devmgr_stop(vm);
 	vm_legacy_stop(vm);
 out_legacy:
 	free(vm->vcpus);
+	devmgr_destroy(vm);
 	vm_legacy_destroy(vm);
 out_bus:
 	pci_root_destroy(&vm->pci);

@@ -26,6 +26,16 @@ enum vm_exit {
 
 enum serial_mode { SERIAL_STDOUT, SERIAL_FILE, SERIAL_NONE };
 
+#define VM_MAX_DEVICES 16
+
+struct registry_entry;
+
+/* One device-process device asked for on the command line (or on by default). */
+struct vm_device_spec {
+	const struct registry_entry *entry;
+	const char *opts; /* the option's argument, "" for a flag */
+};
+
 struct vm_config {
 	const char *kernel;
 	const char *initrd;
@@ -35,6 +45,11 @@ struct vm_config {
 	enum serial_mode serial;
 	const char *serial_path;
 	bool no_i8042, no_rtc;
+	struct vm_device_spec devs[VM_MAX_DEVICES];
+	unsigned ndevs;
+	unsigned long disabled_defaults; /* bit i: --no-<registry_at(i)->option> */
+	bool disable_sandbox;            /* --disable-sandbox: device processes run unjailed */
+	bool seccomp_log;                /* --seccomp-log: log seccomp violations, don't kill */
 };
 
 struct vcpu;
@@ -42,6 +57,7 @@ struct serial;
 struct i8042;
 struct rtc;
 struct port80;
+struct devmgr;
 
 struct vm {
 	const struct vm_config *cfg;
@@ -56,6 +72,7 @@ struct vm {
 	struct rtc *rtc;
 	struct port80 *port80;
 	int serial_out_fd; /* owned when serial=file */
+	struct devmgr *devmgr; /* device processes and their proxies */
 	unsigned ncpus;
 	struct vcpu *vcpus;
 	int stop_fd;                /* eventfd: written once when the VM must stop */

@@ -238,7 +238,10 @@ static int bench_randread(const char *path, int qd, double secs, unsigned no_fea
 		}
 		ios += r[i].ios;
 	}
-	printf("randread_qd%d %.0f iops\n", qd, (double)ios / dt);
+	struct exec_stats est;
+	exec_stats(ex, &est);
+	printf("randread_qd%d %.0f iops (%.2f ops/enter)\n", qd, (double)ios / dt,
+	       (double)est.cqes / (double)est.enters);
 	exec_destroy(ex);
 	free(r);
 	close(fd);

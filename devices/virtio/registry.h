@@ -7,6 +7,7 @@
 #ifndef RINGVM_DEVICES_VIRTIO_REGISTRY_H
 #define RINGVM_DEVICES_VIRTIO_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,9 @@
 
 struct registry_entry {
 	const char *option; /* CLI option, e.g. "rng" */
+	const char *meta;   /* the option's argument in --help; NULL: a flag */
+	const char *help;   /* --help text, lines separated by '\n' */
+	bool default_on;    /* present unless --no-<option> (then --<option> is a no-op) */
 	const struct virtio_device_ops *ops;
 	/*
 	 * Factory, run in the main process before the device process is

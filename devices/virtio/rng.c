@@ -97,6 +97,10 @@ static void rng_destroy(void *state)
  * here, e.g. {.nr = __NR_fdatasync}. */
 const struct registry_entry rng_entry = {
     .option = "rng",
+    .meta = NULL,
+    .help = "virtio-rng entropy device (on by default; --no-rng leaves it out),\n"
+	    "fed by the host's getrandom() from its own sandboxed process.",
+    .default_on = true,
     .ops = &rng_ops,
     .create = rng_create,
     .destroy = rng_destroy,

@@ -1,0 +1,296 @@
+/*
+ * Spawning, watching and stopping device processes (see devmgr.h). The vmctl
+ * thread is the only reader of the VM-control sockets and the only watcher of
+ * the pidfds while the VM runs; the main thread takes over at shutdown.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "arch/x86_64/layout.h"
+#include "core/devmgr.h"
+#include "core/irqroute.h"
+#include "core/log.h"
+#include "core/proxy.h"
+#include "devices/virtio/devproc.h"
+#include "devices/virtio/registry.h"
+
+#define SHUTDOWN_TIMEOUT_MS 2000
+#define MAX_RULES 128
+
+struct devmgr_dev {
+	const struct registry_entry *entry;
+	void *state;
+	struct proxy proxy;
+	bool has_proxy;
+};
+
+struct devmgr {
+	struct irqroute routes;
+	bool routes_ok;
+	unsigned n;
+	struct devmgr_dev dev[VM_MAX_DEVICES];
+	pthread_t thread;
+	bool thread_started;
+	int quit_fd;
+	bool stopped;
+};
+
+/* What the unjailed child runs: drop inherited descriptors first, then the device. */
+struct child_arg {
+	struct devproc_args dp;
+	const int *keep;
+	unsigned nkeep;
+	bool sandbox;
+};
+
+static int keep_only(const int *keep, unsigned n)
+{
+	/* keep is tiny and unsorted: close every gap between kept descriptors. */
+	int sorted[8];
+	for (unsigned i = 0; i < n; i++) {
+		int v = keep[i];
+		unsigned j = i;
+		while (j > 0 && sorted[j - 1] > v) {
+			sorted[j] = sorted[j - 1];
+			j--;
+		}
+		sorted[j] = v;
+	}
+	int lo = 0;
+	for (unsigned i = 0; i <= n; i++) {
+		int hi = i < n ? sorted[i] - 1 : (int)(~0u >> 1);
+		if (hi >= lo && syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0) < 0)
+			return -errno;
+		if (i < n)
+			lo = sorted[i] + 1;
+	}
+	return 0;
+}
+
+static int child_main(void *arg)
+{
+	struct child_arg *c = arg;
+	/*
+	 * The jail already closed everything not kept; without it (--disable-sandbox)
+	 * the child would still hold /dev/kvm and the VM fd, so close them here too.
+	 */
+	if (!c->sandbox && keep_only(c->keep, c->nkeep) < 0)
+		return 1;
+	return devproc_main(&c->dp);
+}
+
+static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsigned slot,
+		     uint64_t *mmio_next)
+{
+	int bus[2] = {-1, -1}, ctl[2] = {-1, -1};
+	int r;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, bus) < 0 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
+		r = -errno;
+		log_error("device %s: socketpair: %s", d->entry->option, strerror(errno));
+		goto err;
+	}
+	struct jail_syscall_rule rules[MAX_RULES];
+	size_t nrules = devproc_jail_rules(d->entry, rules, MAX_RULES);
+	if (nrules > MAX_RULES) {
+		r = -E2BIG;
+		log_error("device %s: allowlist too long", d->entry->option);
+		goto err;
+	}
+	int keep[4] = {bus[1], ctl[1], vm->mem.memfd, STDERR_FILENO};
+	struct child_arg ca = {
+		.dp = {.bus_sock = bus[1], .ctl_sock = ctl[1], .memfd = vm->mem.memfd,
+		       .dev = d->entry, .dev_state = d->state},
+		.keep = keep,
+		.nkeep = 4,
+		.sandbox = !vm->cfg->disable_sandbox,
+	};
+	char host[32];
+	snprintf(host, sizeof(host), "ringvm-%s", d->entry->option);
+	struct jail_config jc = {
+		.sandbox = !vm->cfg->disable_sandbox,
+		.seccomp_log = vm->cfg->seccomp_log,
+		.hostname = host,
+		.keep_fds = keep,
+		.n_keep_fds = 4,
+		.rules = rules,
+		.n_rules = nrules,
+		.pre_seccomp = devproc_pre_seccomp,
+		.pre_seccomp_arg = &ca.dp,
+	};
+	struct jail_child child;
+	r = jail_spawn(&jc, child_main, &ca, &child);
+	if (r < 0) {
+		log_error("device %s: cannot start its process: %s%s%s", d->entry->option,
+			  strerror(-r), child.failed_stage[0] ? " at step " : "",
+			  child.failed_stage);
+		goto err;
+	}
+	close(bus[1]);
+	close(ctl[1]);
+	d->has_proxy = true;
+	r = proxy_init(&d->proxy, vm, &m->routes, d->entry->option, slot, bus[0], ctl[0], &child,
+		       mmio_next);
+	return r;
+err:
+	for (int i = 0; i < 2; i++) {
+		if (bus[i] >= 0)
+			close(bus[i]);
+		if (ctl[i] >= 0)
+			close(ctl[i]);
+	}
+	return r;
+}
+
+int devmgr_create(struct vm *vm)
+{
+	const struct vm_config *cfg = vm->cfg;
+	struct devmgr *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	vm->devmgr = m;
+	m->quit_fd = eventfd(0, EFD_CLOEXEC);
+	if (m->quit_fd < 0)
+		return -errno;
+	int r = irqroute_init(&m->routes, vm->vm_fd);
+	if (r < 0) {
+		log_error("KVM_SET_GSI_ROUTING: %s", strerror(-r));
+		return r;
+	}
+	m->routes_ok = true;
+	uint64_t mmio_next = X86_PCI_MMIO_START;
+	for (unsigned i = 0; i < cfg->ndevs; i++) {
+		struct devmgr_dev *d = &m->dev[m->n++];
+		d->entry = cfg->devs[i].entry;
+		r = d->entry->create(cfg->devs[i].opts, &d->state);
+		if (r < 0) {
+			log_error("--%s: cannot create the device: %s", d->entry->option,
+				  strerror(-r));
+			return r;
+		}
+		r = spawn_one(vm, m, d, i + 1, &mmio_next);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void *vmctl_thread(void *arg)
+{
+	struct vm *vm = arg;
+	struct devmgr *m = vm->devmgr;
+	struct pollfd pfd[1 + 2 * VM_MAX_DEVICES];
+	for (;;) {
+		unsigned n = 0, who[2 * VM_MAX_DEVICES];
+		pfd[n++] = (struct pollfd){.fd = m->quit_fd, .events = POLLIN};
+		for (unsigned i = 0; i < m->n; i++) {
+			struct proxy *p = &m->dev[i].proxy;
+			if (!m->dev[i].has_proxy || atomic_load(&p->shutting_down))
+				continue;
+			who[n - 1] = i;
+			pfd[n++] = (struct pollfd){.fd = p->ctl_sock, .events = POLLIN};
+			who[n - 1] = i | 0x100; /* the pidfd */
+			pfd[n++] = (struct pollfd){.fd = p->child.pidfd, .events = POLLIN};
+		}
+		if (poll(pfd, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			vm_request_stop(vm, VM_EXIT_ERROR, "vmctl: poll failed");
+			return NULL;
+		}
+		if (pfd[0].revents)
+			return NULL;
+		for (unsigned k = 1; k < n; k++) {
+			if (!pfd[k].revents)
+				continue;
+			struct proxy *p = &m->dev[who[k - 1] & 0xff].proxy;
+			if (atomic_load(&p->shutting_down))
+				continue;
+			if (who[k - 1] & 0x100) {
+				int st;
+				if (proxy_reap(p, &st, 0) == 0) {
+					char how[96], msg[160];
+					snprintf(msg, sizeof(msg), "device %s (pid %d) %s", p->name,
+						 (int)p->pid, proxy_describe_exit(st, how, sizeof(how)));
+					atomic_store(&p->dead, true);
+					vm_request_stop(vm, VM_EXIT_DEVICE, msg);
+				}
+			} else if (proxy_handle_ctl(p) < 0 && !atomic_load(&p->shutting_down)) {
+				char msg[128];
+				snprintf(msg, sizeof(msg),
+					 "device %s (pid %d) broke its VM-control protocol; stopping",
+					 p->name, (int)p->pid);
+				atomic_store(&p->dead, true);
+				vm_request_stop(vm, VM_EXIT_DEVICE, msg);
+				if (jail_child_kill(&p->child) < 0)
+					log_warn("device %s: cannot kill it", p->name);
+			}
+		}
+	}
+}
+
+int devmgr_start(struct vm *vm)
+{
+	struct devmgr *m = vm->devmgr;
+	int r = pthread_create(&m->thread, NULL, vmctl_thread, vm);
+	if (r) {
+		log_error("cannot start the vmctl thread: %s", strerror(r));
+		return -r;
+	}
+	pthread_setname_np(m->thread, "vmctl");
+	m->thread_started = true;
+	return 0;
+}
+
+void devmgr_stop(struct vm *vm)
+{
+	struct devmgr *m = vm->devmgr;
+	if (!m || m->stopped)
+		return;
+	m->stopped = true;
+	/* Devices first (the vmctl thread still serves them while they finish), then the thread. */
+	for (unsigned i = 0; i < m->n; i++) {
+		if (!m->dev[i].has_proxy)
+			continue;
+		int st = proxy_shutdown(&m->dev[i].proxy, SHUTDOWN_TIMEOUT_MS);
+		char how[96];
+		if (st >= 0 && st != 0)
+			log_debug("device %s %s at shutdown", m->dev[i].proxy.name,
+				  proxy_describe_exit(st, how, sizeof(how)));
+	}
+	if (m->thread_started) {
+		uint64_t one = 1;
+		ssize_t w = write(m->quit_fd, &one, sizeof(one));
+		(void)w;
+		pthread_join(m->thread, NULL);
+		m->thread_started = false;
+	}
+}
+
+void devmgr_destroy(struct vm *vm)
+{
+	struct devmgr *m = vm->devmgr;
+	if (!m)
+		return;
+	devmgr_stop(vm);
+	for (unsigned i = 0; i < m->n; i++) {
+		struct devmgr_dev *d = &m->dev[i];
+		if (d->has_proxy)
+			proxy_destroy(&d->proxy);
+		if (d->state && d->entry->destroy)
+			d->entry->destroy(d->state);
+	}
+	if (m->routes_ok)
+		irqroute_destroy(&m->routes);
+	if (m->quit_fd >= 0)
+		close(m->quit_fd);
+	free(m);
+	vm->devmgr = NULL;
+}
