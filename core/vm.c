@@ -78,6 +78,7 @@ static int load_kernel(struct vm *vm, struct x86_boot_info *info)
 		.initrd_path = vm->cfg->initrd,
 		.cmdline = vm->cfg->cmdline ? vm->cfg->cmdline : "",
 		.ncpus = vm->ncpus,
+		.mem_is_zero = true, /* guest_mem_create made a fresh memfd */
 	};
 	int r = x86_load(&vm->mem, &bc, info, err, sizeof(err));
 	if (r < 0)
@@ -86,11 +87,6 @@ static int load_kernel(struct vm *vm, struct x86_boot_info *info)
 		log_info("loaded %s kernel %s, entry 0x%llx", info->format, vm->cfg->kernel,
 			 (unsigned long long)info->entry);
 	return r;
-}
-
-static void *memslot_worker(void *arg)
-{
-	return (void *)(intptr_t)kvm_set_memory(arg);
 }
 
 static void stop_vcpus(struct vm *vm)
@@ -127,10 +123,63 @@ static int check_cpus(struct vm *vm)
 	return 0;
 }
 
+/*
+ * Registering a memslot waits for KVM (an SRCU grace period: 0.3-4 ms on
+ * these hosts) but needs nothing else, so it runs on a helper thread while
+ * the kernel is loaded, the devices are spawned and the vCPUs are created.
+ * The device processes are forked without exec, which is only safe while no
+ * other thread can hold a libc lock: the helper does nothing but the ioctl
+ * and then parks in read() until memslot_end(), so it never allocates or
+ * exits while a fork may happen.
+ */
+struct memslot_job {
+	struct vm *vm;
+	pthread_t thread;
+	bool started;
+	int release_fd;
+	int result;
+};
+
+static void *memslot_worker(void *arg)
+{
+	struct memslot_job *j = arg;
+	j->result = kvm_set_memory(j->vm);
+	uint64_t v;
+	while (read(j->release_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+static void memslot_begin(struct vm *vm, struct memslot_job *j)
+{
+	j->vm = vm;
+	j->release_fd = eventfd(0, EFD_CLOEXEC);
+	j->started = j->release_fd >= 0 &&
+		     pthread_create(&j->thread, NULL, memslot_worker, j) == 0;
+	if (!j->started)
+		j->result = kvm_set_memory(vm);
+}
+
+static int memslot_end(struct memslot_job *j)
+{
+	if (j->started) {
+		uint64_t one = 1;
+		ssize_t w = write(j->release_fd, &one, sizeof(one));
+		(void)w;
+		pthread_join(j->thread, NULL);
+		j->started = false;
+	}
+	if (j->release_fd > 0)
+		close(j->release_fd);
+	j->release_fd = -1;
+	return j->result;
+}
+
 int vm_run(const struct vm_config *cfg)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	struct x86_boot_info info;
+	struct memslot_job memslot = {.release_fd = -1};
 	int code = VM_EXIT_ERROR;
 	if (!vm) {
 		log_error("out of memory");
@@ -162,26 +211,11 @@ int vm_run(const struct vm_config *cfg)
 			  (unsigned long long)cfg->mem_mib, strerror(-r));
 		goto out_kvm;
 	}
-	/*
-	 * Registering the memslot costs milliseconds on this host (KVM sizes its
-	 * per-page metadata), and loading the kernel only touches the memfd, so
-	 * the two run side by side: start-up time is a feature (bench/boot.sh).
-	 */
-	pthread_t memslot_thread;
-	bool memslot_async = pthread_create(&memslot_thread, NULL, memslot_worker, vm) == 0;
-	int memslot_r = memslot_async ? 0 : kvm_set_memory(vm);
-	int load_r = load_kernel(vm, &info);
-	if (memslot_async) {
-		void *ret;
-		pthread_join(memslot_thread, &ret);
-		memslot_r = (int)(intptr_t)ret;
-	}
-	if (load_r < 0) {
+	memslot_begin(vm, &memslot);
+	if (load_kernel(vm, &info) < 0) {
 		code = VM_EXIT_USAGE;
 		goto out_mem;
 	}
-	if (memslot_r < 0)
-		goto out_mem;
 	if (bus_init(&vm->pio, "pio") < 0 || bus_init(&vm->mmio, "mmio") < 0 ||
 	    pci_root_init(&vm->pci) < 0 || pci_root_attach(&vm->pci, &vm->pio) < 0) {
 		log_error("cannot set up the buses");
@@ -200,6 +234,8 @@ int vm_run(const struct vm_config *cfg)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_create(vm, i, &info, &vm->vcpus[i]) < 0)
 			goto out_vcpus;
+	if (memslot_end(&memslot) < 0)
+		goto out_vcpus;
 	if (devmgr_start(vm) < 0 || vm_legacy_start(vm) < 0)
 		goto out_vcpus;
 	for (unsigned i = 0; i < vm->ncpus; i++)
@@ -226,6 +262,7 @@ out_vcpus:
 	devmgr_stop(vm);
 	vm_legacy_stop(vm);
 out_legacy:
+	(void)memslot_end(&memslot);
 	free(vm->vcpus);
 	devmgr_destroy(vm);
 	vm_legacy_destroy(vm);
@@ -234,6 +271,7 @@ out_bus:
 	bus_destroy(&vm->mmio);
 	bus_destroy(&vm->pio);
 out_mem:
+	(void)memslot_end(&memslot);
 	guest_mem_destroy(&vm->mem);
 out_kvm:
 	kvm_close(vm);

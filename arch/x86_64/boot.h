@@ -8,6 +8,7 @@
 #ifndef RINGVM_ARCH_X86_64_BOOT_H
 #define RINGVM_ARCH_X86_64_BOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <linux/kvm.h>
@@ -19,6 +20,12 @@ struct x86_boot_config {
 	const char *initrd_path; /* NULL: no initrd */
 	const char *cmdline;     /* never NULL; "" for none */
 	unsigned ncpus;          /* ≥ 1 */
+	/*
+	 * True when guest RAM is known to be all zeros (a freshly created memfd):
+	 * the loader then skips clearing its boot-data area below 1 MiB, which
+	 * would fault in ~256 pages for nothing (start-up time is a feature).
+	 */
+	bool mem_is_zero;
 };
 
 enum x86_entry_kind {

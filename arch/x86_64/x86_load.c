@@ -221,7 +221,8 @@ int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x8
 	if (c.low_end > X86_MMIO_HOLE_START)
 		c.low_end = X86_MMIO_HOLE_START;
 	memset(out, 0, sizeof(*out));
-	clear_boot_area(mem);
+	if (!cfg->mem_is_zero)
+		clear_boot_area(mem);
 
 	int ret = load_kernel(&c);
 	if (ret < 0)
