@@ -38,7 +38,9 @@ struct exec_task {
 	void *arg;
 	int result;
 	bool done, detached, cancelled;
+	bool op_slow;       /* cancelled || deadline: operations leave the fast path */
 	bool cancel_listed; /* on ex->cancel_head */
+	unsigned color;     /* bytes of stack skipped at entry (cache-set colouring) */
 	unsigned slot_need; /* CQ slots asked for while PARK_SLOT */
 	enum park park;
 	void *park_obj;
@@ -72,7 +74,8 @@ struct exec {
 	unsigned max_workers[2];
 	size_t stack_size;
 	uint64_t enters, cqes;
-	unsigned inflight_hwm;
+	unsigned inflight_hwm; /* updated lazily: before inflight ever drops */
+	unsigned spawn_seq;    /* picks each new task's stack colour */
 	uint8_t probe[256 / 8];
 	bool in_loop;
 };
@@ -81,7 +84,17 @@ struct exec {
 EXEC_WUR int ring_setup(struct exec *ex, const struct exec_params *p, bool disabled);
 
 /* tasks (exec.c) */
-void task_make_runnable(struct exec *ex, struct exec_task *t);
+static inline void task_make_runnable(struct exec *ex, struct exec_task *t)
+{
+	t->park = PARK_NONE;
+	t->park_obj = NULL;
+	t->next = NULL;
+	if (ex->run_tail)
+		ex->run_tail->next = t;
+	else
+		ex->run_head = t;
+	ex->run_tail = t;
+}
 
 /*
  * Park the current task until something makes it runnable again. If more
@@ -104,6 +117,12 @@ static inline void task_park(struct exec *ex, enum park why, void *obj)
 		coro_switch(&t->coro, &ex->sched);
 	}
 }
+static inline void hwm_update(struct exec *ex)
+{
+	if (ex->inflight > ex->inflight_hwm)
+		ex->inflight_hwm = ex->inflight;
+}
+
 /* Submit queued SQEs (waiting for one completion if wait) and reap all
  * completions. 0, -EDEADLK (wait with nothing in flight) or -errno. */
 EXEC_WUR int reap_and_submit(struct exec *ex, bool wait);
@@ -125,7 +144,34 @@ void slots_kick(struct exec *ex);
 /* Get n consecutive SQEs (slots already reserved), flushing a full SQ. */
 EXEC_WUR int sqes_get(struct exec *ex, struct io_uring_sqe **sqes, unsigned n);
 void slots_release(struct exec *ex, unsigned n);
-void op_complete(struct exec *ex, struct io_uring_cqe *cqe);
+/* Account for one reaped CQE and wake its op's task when nothing more is
+ * owed (inline: the reap loop runs it once per completion). */
+static inline void op_complete(struct exec *ex, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	struct exec_op *op;
+	struct exec_task *t;
+
+	ex->inflight--;
+	if (!ud)
+		return;
+	op = (struct exec_op *)(uintptr_t)(ud & ~(uint64_t)OP_TAG_MASK);
+	switch (ud & OP_TAG_MASK) {
+	case OP_TAG_MAIN:
+		op->res = cqe->res;
+		op->cqe_flags = cqe->flags;
+		break;
+	case OP_TAG_TIMEOUT:
+		op->link_res = cqe->res;
+		break;
+	default:
+		break; /* the cancel's own result does not matter: the op's does */
+	}
+	if (--op->pending == 0 && (t = op->task)) {
+		op->task = NULL;
+		task_make_runnable(ex, t);
+	}
+}
 /* Put an ASYNC_CANCEL for op in the SQ, its CQE owed to op (pending++).
  * Needs CQ room (not reserved here). 0 or -errno. */
 EXEC_WUR int op_cancel_submit(struct exec *ex, struct exec_op *op);

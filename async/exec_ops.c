@@ -26,19 +26,13 @@ struct op_ctx {
 	unsigned n;
 };
 
-static inline void hwm_update(struct exec *ex)
-{
-	if (ex->inflight > ex->inflight_hwm)
-		ex->inflight_hwm = ex->inflight;
-}
-
-/* The common case: CQ room is there, take it. */
+/* The common case: CQ room is there, take it. (The high-water mark is
+ * taken when inflight next drops: at the reap, or in slots_release.) */
 static inline bool slots_fast(struct exec *ex, unsigned n)
 {
 	if (ex->inflight + ex->slots_promised + n > ex->max_inflight)
 		return false;
 	ex->inflight += n;
-	hwm_update(ex);
 	return true;
 }
 
@@ -58,7 +52,6 @@ static __attribute__((noinline)) int slots_wait(struct exec *ex, unsigned n)
 		ex->slots_promised -= n;
 	}
 	ex->inflight += n;
-	hwm_update(ex);
 	return 0;
 }
 
@@ -69,6 +62,7 @@ int slots_reserve(struct exec *ex, unsigned n)
 
 void slots_release(struct exec *ex, unsigned n)
 {
+	hwm_update(ex);
 	ex->inflight -= n;
 }
 
@@ -130,34 +124,6 @@ int sqes_get(struct exec *ex, struct io_uring_sqe **sqes, unsigned n)
 	return sqes_take(ex, sqes, n);
 }
 
-void op_complete(struct exec *ex, struct io_uring_cqe *cqe)
-{
-	uint64_t ud = cqe->user_data;
-	struct exec_op *op;
-
-	ex->inflight--;
-	ex->cqes++;
-	if (!ud)
-		return;
-	op = (struct exec_op *)(uintptr_t)(ud & ~(uint64_t)OP_TAG_MASK);
-	switch (ud & OP_TAG_MASK) {
-	case OP_TAG_MAIN:
-		op->res = cqe->res;
-		op->cqe_flags = cqe->flags;
-		break;
-	case OP_TAG_TIMEOUT:
-		op->link_res = cqe->res;
-		break;
-	default:
-		break; /* the cancel's own result does not matter: the op's does */
-	}
-	if (--op->pending == 0 && op->task) {
-		struct exec_task *t = op->task;
-		op->task = NULL;
-		task_make_runnable(ex, t);
-	}
-}
-
 int op_cancel_submit(struct exec *ex, struct exec_op *op)
 {
 	struct io_uring_sqe *sqe;
@@ -169,7 +135,6 @@ int op_cancel_submit(struct exec *ex, struct exec_op *op)
 	io_uring_sqe_set_data64(sqe, op_ud(op, OP_TAG_CANCEL));
 	op->pending++;
 	ex->inflight++;
-	hwm_update(ex);
 	return 0;
 }
 
@@ -192,9 +157,10 @@ void cancels_submit(struct exec *ex)
 	}
 }
 
-/* Inlined into every operation: this and op_await are the per-op hot path. */
-static inline __attribute__((always_inline)) int op_begin(struct exec *ex, struct op_ctx *c,
-                                                          unsigned flags)
+/* Everything op_begin's fast path leaves out: no task, a cancelled task,
+ * a deadline (a linked timeout: two SQEs), a full CQ, a full SQ. */
+static __attribute__((noinline)) int op_begin_slow(struct exec *ex, struct op_ctx *c,
+                                                   unsigned flags)
 {
 	struct exec_task *t = ex->current;
 	int ret;
@@ -218,6 +184,28 @@ err_release:
 	slots_release(ex, c->n);
 	slots_kick(ex);
 	return ret;
+}
+
+/* Inlined into every operation: this and op_await are the per-op hot path.
+ * The fast path is one SQE, CQ room and SQ room at hand: a handful of
+ * loads and compares, no loop. */
+static inline __attribute__((always_inline)) int op_begin(struct exec *ex, struct op_ctx *c,
+                                                          unsigned flags)
+{
+	struct exec_task *t = ex->current;
+	struct io_uring_sq *sq = &ex->ring.sq;
+	unsigned tail;
+
+	if (__builtin_expect(!t || t->op_slow, 0) ||
+	    __builtin_expect(ex->inflight + ex->slots_promised >= ex->max_inflight, 0) ||
+	    __builtin_expect(io_uring_sq_space_left(&ex->ring) == 0, 0))
+		return op_begin_slow(ex, c, flags);
+	ex->inflight++;
+	c->n = 1;
+	tail = sq->sqe_tail;
+	c->sqe[0] = &sq->sqes[tail & sq->ring_mask];
+	sq->sqe_tail = tail + 1;
+	return 0;
 }
 
 /* fd < -1 is EXEC_FIXED(index). */

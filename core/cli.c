@@ -102,6 +102,16 @@ static int opt_serial(struct vm_config *cfg, const char *arg, char *err, size_t 
 	return 0;
 }
 
+static int opt_metrics_file(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (!*arg) {
+		snprintf(err, errlen, "--metrics-file: empty path");
+		return -EINVAL;
+	}
+	cfg->metrics_file = arg;
+	return 0;
+}
+
 static int opt_no_i8042(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 {
 	(void)arg, (void)err, (void)errlen;
@@ -159,6 +169,10 @@ static const struct cli_option core_opts[] = {
 	{"log-level", 0, "LEVEL", "error, warn (default), info or debug; messages go to stderr.",
 	 opt_log_level},
 	{"mem", 'm', "MIB", "Guest RAM in MiB (default 256; suffix G for GiB).", opt_mem},
+	{"metrics-file", 0, "PATH",
+	 "At shutdown, write every device's metrics (request counts, bytes,\n"
+	 "service-time percentiles) to PATH as JSON (devices/virtio/README.md).",
+	 opt_metrics_file},
 	{"no-i8042", 0, NULL, "Leave out the i8042 controller (the guest then cannot reset via it).",
 	 opt_no_i8042},
 	{"no-rtc", 0, NULL, "Leave out the CMOS real-time clock.", opt_no_rtc},
@@ -416,6 +430,24 @@ int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
 	if (!cfg->kernel)
 		return usage_error("missing KERNEL%s", "");
 	add_default_devices(cfg);
+	/*
+	 * Run every device factory once now, then drop what it made: a bad
+	 * device option, a missing or locked image... is a usage error (status
+	 * 2, the factory's one line on stderr) before any VM exists. vm_run
+	 * creates the devices again for real (see devmgr.c).
+	 */
+	struct registry_ctx ctx = {.ncpus = cfg->ncpus};
+	for (unsigned i = 0; i < cfg->ndevs; i++) {
+		void *state = NULL;
+		const struct registry_entry *e = cfg->devs[i].entry;
+		int rr = e->create(&ctx, cfg->devs[i].opts, &state);
+		if (rr < 0) {
+			if (rr == -ENOMEM) /* every other failure was named by the factory */
+				fprintf(stderr, "ringvm run: --%s: %s\n", e->option, strerror(-rr));
+			return 2;
+		}
+		e->destroy(state);
+	}
 	if (!cfg->cmdline) {
 		cfg->cmdline = strdup("");
 		if (!cfg->cmdline)

@@ -4,6 +4,7 @@
  * the pidfds while the VM runs; the main thread takes over at shutdown.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,10 @@
 #include "devices/virtio/registry.h"
 
 #define SHUTDOWN_TIMEOUT_MS 2000
+#define METRICS_TIMEOUT_MS  2000
 #define MAX_RULES 128
+#define BASE_KEEP_FDS 4 /* bus, ctl, memfd, stderr */
+#define MAX_KEEP_FDS  (BASE_KEEP_FDS + REGISTRY_MAX_KEEP_FDS)
 
 struct devmgr_dev {
 	const struct registry_entry *entry;
@@ -53,7 +57,9 @@ struct child_arg {
 static int keep_only(const int *keep, unsigned n)
 {
 	/* keep is tiny and unsorted: close every gap between kept descriptors. */
-	int sorted[8];
+	int sorted[MAX_KEEP_FDS];
+	if (n > MAX_KEEP_FDS)
+		return -E2BIG;
 	for (unsigned i = 0; i < n; i++) {
 		int v = keep[i];
 		unsigned j = i;
@@ -104,12 +110,18 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 		log_error("device %s: allowlist too long", d->entry->option);
 		goto err;
 	}
-	int keep[4] = {bus[1], ctl[1], vm->mem.memfd, STDERR_FILENO};
+	int keep[MAX_KEEP_FDS] = {bus[1], ctl[1], vm->mem.memfd, STDERR_FILENO};
+	unsigned nkeep = BASE_KEEP_FDS;
+	if (d->entry->keep_fds) {
+		/* The device's own descriptors (image files): the device process opens nothing. */
+		unsigned k = d->entry->keep_fds(d->state, keep + nkeep, REGISTRY_MAX_KEEP_FDS);
+		nkeep += k < REGISTRY_MAX_KEEP_FDS ? k : REGISTRY_MAX_KEEP_FDS;
+	}
 	struct child_arg ca = {
 		.dp = {.bus_sock = bus[1], .ctl_sock = ctl[1], .memfd = vm->mem.memfd,
 		       .dev = d->entry, .dev_state = d->state},
 		.keep = keep,
-		.nkeep = 4,
+		.nkeep = nkeep,
 		.sandbox = !vm->cfg->disable_sandbox,
 	};
 	char host[32];
@@ -119,7 +131,9 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 		.seccomp_log = vm->cfg->seccomp_log,
 		.hostname = host,
 		.keep_fds = keep,
-		.n_keep_fds = 4,
+		.n_keep_fds = nkeep,
+		.max_file_size = d->entry->max_file_size,
+		.max_procs = d->entry->max_procs,
 		.rules = rules,
 		.n_rules = nrules,
 		.pre_seccomp = devproc_pre_seccomp,
@@ -169,7 +183,11 @@ int devmgr_create(struct vm *vm)
 	for (unsigned i = 0; i < cfg->ndevs; i++) {
 		struct devmgr_dev *d = &m->dev[m->n++];
 		d->entry = cfg->devs[i].entry;
-		r = d->entry->create(cfg->devs[i].opts, &d->state);
+		struct registry_ctx ctx = {.ncpus = cfg->ncpus};
+		/* The command line already ran every factory once (cli.c), so
+		 * bad options exit with status 2 there; what fails here is new
+		 * (e.g. another process locked the image meanwhile). */
+		r = d->entry->create(&ctx, cfg->devs[i].opts, &d->state);
 		if (r < 0) {
 			log_error("--%s: cannot create the device: %s", d->entry->option,
 				  strerror(-r));
@@ -180,6 +198,30 @@ int devmgr_create(struct vm *vm)
 			return r;
 	}
 	return 0;
+}
+
+/*
+ * A device's pidfd became readable, or its control socket broke (r < 0). A
+ * socket that broke because the process is dying is reported as its death,
+ * with how it died; a live process that broke the protocol is killed.
+ */
+static void device_failed(struct vm *vm, struct proxy *p, int r)
+{
+	char how[96], msg[192];
+	int st;
+	if (atomic_load(&p->shutting_down))
+		return;
+	if (proxy_reap(p, &st, r < 0 ? 1000 : 0) == 0) {
+		snprintf(msg, sizeof(msg), "device %s (pid %d) %s", p->name, (int)p->pid,
+			 proxy_describe_exit(st, how, sizeof(how)));
+	} else {
+		snprintf(msg, sizeof(msg), "device %s (pid %d) broke its VM-control protocol (%s)",
+			 p->name, (int)p->pid, strerror(-r));
+		if (jail_child_kill(&p->child) < 0)
+			log_warn("device %s: cannot kill it", p->name);
+	}
+	atomic_store(&p->dead, true);
+	vm_request_stop(vm, VM_EXIT_DEVICE, msg);
 }
 
 static void *vmctl_thread(void *arg)
@@ -213,25 +255,11 @@ static void *vmctl_thread(void *arg)
 			struct proxy *p = &m->dev[who[k - 1] & 0xff].proxy;
 			if (atomic_load(&p->shutting_down))
 				continue;
-			if (who[k - 1] & 0x100) {
-				int st;
-				if (proxy_reap(p, &st, 0) == 0) {
-					char how[96], msg[160];
-					snprintf(msg, sizeof(msg), "device %s (pid %d) %s", p->name,
-						 (int)p->pid, proxy_describe_exit(st, how, sizeof(how)));
-					atomic_store(&p->dead, true);
-					vm_request_stop(vm, VM_EXIT_DEVICE, msg);
-				}
-			} else if (proxy_handle_ctl(p) < 0 && !atomic_load(&p->shutting_down)) {
-				char msg[128];
-				snprintf(msg, sizeof(msg),
-					 "device %s (pid %d) broke its VM-control protocol; stopping",
-					 p->name, (int)p->pid);
-				atomic_store(&p->dead, true);
-				vm_request_stop(vm, VM_EXIT_DEVICE, msg);
-				if (jail_child_kill(&p->child) < 0)
-					log_warn("device %s: cannot kill it", p->name);
-			}
+			int r = 0;
+			if (!(who[k - 1] & 0x100))
+				r = proxy_handle_ctl(p);
+			if ((who[k - 1] & 0x100) || r < 0)
+				device_failed(vm, p, r);
 		}
 	}
 }
@@ -249,12 +277,109 @@ int devmgr_start(struct vm *vm)
 	return 0;
 }
 
+/*
+ * IPC_METRICS on p's bus socket. The vCPUs have stopped, so nothing else
+ * talks to the device; the lock keeps it that way. 0 or -errno.
+ */
+static int fetch_metrics(struct proxy *p, struct ipc_metrics *out)
+{
+	int r;
+	if (atomic_load(&p->dead))
+		return -EPIPE;
+	pthread_mutex_lock(&p->lock);
+	struct ipc_bus_req req = {.op = IPC_METRICS, .seq = ++p->seq};
+	r = ipc_send(p->bus_sock, &req, sizeof(req), NULL, 0);
+	if (r == 0) {
+		struct pollfd pfd = {.fd = p->bus_sock, .events = POLLIN};
+		int n;
+		do
+			n = poll(&pfd, 1, METRICS_TIMEOUT_MS);
+		while (n < 0 && errno == EINTR);
+		r = n > 0 ? ipc_recv(p->bus_sock, out, sizeof(*out), NULL, 0, NULL)
+			  : (n == 0 ? -ETIMEDOUT : -errno);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0 && (out->op != IPC_METRICS || out->seq != req.seq ||
+		       out->version != IPC_METRICS_VERSION))
+		r = -EBADMSG;
+	if (r == 0)
+		out->name[sizeof(out->name) - 1] = 0; /* the device's string: terminate it */
+	return r < 0 ? r : out->result;
+}
+
+static void json_metrics(FILE *f, const struct ipc_metrics *m)
+{
+	double mean = m->svc_count ? (double)m->svc_sum_ns / (double)m->svc_count : 0;
+	fprintf(f,
+		"\"requests\": %" PRIu64 ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
+		", \"flushes\": %" PRIu64 ", \"discards\": %" PRIu64
+		", \"write_zeroes\": %" PRIu64 ", \"get_ids\": %" PRIu64 ", \"other\": %" PRIu64
+		",\n      \"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64
+		", \"errors\": %" PRIu64 ", \"inflight\": %" PRIu64
+		", \"max_inflight\": %" PRIu64 ", \"notifications\": %" PRIu64
+		", \"interrupts\": %" PRIu64 ",\n",
+		m->requests, m->reads, m->writes, m->flushes, m->discards, m->write_zeroes,
+		m->get_ids, m->other, m->bytes_read, m->bytes_written, m->errors, m->inflight,
+		m->max_inflight, m->notifications, m->interrupts);
+	fprintf(f,
+		"      \"service_ns\": {\"count\": %" PRIu64 ", \"mean\": %.0f, \"p50\": %" PRIu64
+		", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p999\": %" PRIu64
+		", \"max\": %" PRIu64 ",\n        \"histogram\": [",
+		m->svc_count, mean, ipc_metrics_percentile(m, 50), ipc_metrics_percentile(m, 90),
+		ipc_metrics_percentile(m, 99), ipc_metrics_percentile(m, 99.9), m->svc_max_ns);
+	bool first = true;
+	for (unsigned b = 0; b < IPC_METRICS_BUCKETS; b++) {
+		if (!m->svc_hist[b])
+			continue;
+		fprintf(f, "%s[%" PRIu64 ", %" PRIu64 "]", first ? "" : ", ",
+			ipc_metrics_bucket_lo(b), m->svc_hist[b]);
+		first = false;
+	}
+	fprintf(f, "]}");
+}
+
+/* --metrics-file: every device's IPC_METRICS as JSON (format in devices/virtio/README.md). */
+static void write_metrics(struct vm *vm, struct devmgr *m)
+{
+	const char *path = vm->cfg->metrics_file;
+	FILE *f = fopen(path, "we");
+	if (!f) {
+		log_error("--metrics-file %s: %s", path, strerror(errno));
+		return;
+	}
+	static struct ipc_metrics mt; /* 2.5 KiB; only this thread writes metrics */
+	fprintf(f, "{\n  \"version\": %d,\n  \"devices\": [", IPC_METRICS_VERSION);
+	for (unsigned i = 0; i < m->n; i++) {
+		struct devmgr_dev *d = &m->dev[i];
+		int r = d->has_proxy ? fetch_metrics(&d->proxy, &mt) : -ENODEV;
+		fprintf(f, "%s\n    {\"index\": %u, \"option\": \"%s\", ", i ? "," : "", i,
+			d->entry->option);
+		if (r < 0) {
+			log_warn("device %s: no metrics: %s", d->entry->option, strerror(-r));
+			fprintf(f, "\"ok\": false, \"error\": \"%s\"}", strerror(-r));
+			continue;
+		}
+		fprintf(f, "\"ok\": true, \"name\": \"");
+		for (const char *c = mt.name; *c; c++)
+			fputc(*c >= 0x20 && *c < 0x7f && *c != '"' && *c != '\\' ? *c : '?', f);
+		fprintf(f, "\",\n      ");
+		json_metrics(f, &mt);
+		fprintf(f, "}");
+	}
+	fprintf(f, "\n  ]\n}\n");
+	if (fclose(f) != 0)
+		log_error("--metrics-file %s: %s", path, strerror(errno));
+}
+
 void devmgr_stop(struct vm *vm)
 {
 	struct devmgr *m = vm->devmgr;
 	if (!m || m->stopped)
 		return;
 	m->stopped = true;
+	/* Metrics before IPC_SHUTDOWN: afterwards the processes are gone. */
+	if (vm->cfg->metrics_file)
+		write_metrics(vm, m);
 	/* Devices first (the vmctl thread still serves them while they finish), then the thread. */
 	for (unsigned i = 0; i < m->n; i++) {
 		if (!m->dev[i].has_proxy)

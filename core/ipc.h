@@ -38,6 +38,7 @@ enum ipc_bus_op {
 	IPC_CFG_READ,      /* reply carries data */
 	IPC_CFG_WRITE,     /* posted */
 	IPC_SHUTDOWN,      /* device finishes in-flight requests, replies, exits 0 */
+	IPC_METRICS,       /* reply is a struct ipc_metrics (not an ipc_bus_resp) */
 };
 
 struct ipc_bus_req {
@@ -74,6 +75,89 @@ struct ipc_bus_resp {
 	struct ipc_bar_info bars[IPC_MAX_BARS];
 };
 _Static_assert(sizeof(struct ipc_bus_resp) == 144, "ipc_bus_resp layout");
+
+/*
+ * IPC_METRICS reply: the device's counters since it started. Requests and
+ * bytes are filled by devices that keep them (virtio-blk); the transport
+ * counters (notifications, interrupts) by every device. Service time is the
+ * time from taking a request off the avail ring to publishing its used
+ * entry, kept as a log-linear histogram: values below 8 ns have their own
+ * bucket; above, each power of two is split into 8 equal sub-buckets (at
+ * most 12.5% relative error). See ipc_metrics_bucket()/_percentile().
+ */
+#define IPC_METRICS_VERSION     1
+#define IPC_METRICS_SUB_BITS    3
+#define IPC_METRICS_MAX_BITS    40 /* values ≥ 2^40 ns (18 min) land in the last bucket */
+#define IPC_METRICS_BUCKETS     ((IPC_METRICS_MAX_BITS - IPC_METRICS_SUB_BITS + 1) << IPC_METRICS_SUB_BITS)
+
+struct ipc_metrics {
+	uint32_t op;      /* IPC_METRICS */
+	uint32_t seq;     /* the request's seq */
+	int32_t result;   /* 0 or -errno */
+	uint32_t version; /* IPC_METRICS_VERSION */
+	char name[16];    /* device kind, NUL-terminated */
+	uint64_t requests;      /* requests completed (any status) */
+	uint64_t reads, writes; /* completed requests by kind ... */
+	uint64_t flushes, discards, write_zeroes, get_ids, other;
+	uint64_t bytes_read, bytes_written; /* data moved for completed requests */
+	uint64_t errors;        /* completed with an error status (I/O error, unsupported, bad request) */
+	uint64_t inflight;      /* taken from the avail ring, not yet completed (now) */
+	uint64_t max_inflight;  /* high-water mark of inflight */
+	uint64_t notifications; /* queue kicks the device consumed (ioeventfd reads / notify writes) */
+	uint64_t interrupts;    /* interrupts raised (irqfd writes) */
+	uint64_t svc_count;     /* requests in the histogram */
+	uint64_t svc_sum_ns, svc_max_ns;
+	uint64_t svc_hist[IPC_METRICS_BUCKETS];
+};
+_Static_assert(sizeof(struct ipc_metrics) == 176 + 8 * IPC_METRICS_BUCKETS, "ipc_metrics layout");
+
+/* Histogram bucket of a value in ns. */
+static inline unsigned ipc_metrics_bucket(uint64_t ns)
+{
+	const unsigned sub = IPC_METRICS_SUB_BITS;
+	if (ns >= (1ull << IPC_METRICS_MAX_BITS))
+		return IPC_METRICS_BUCKETS - 1;
+	if (ns < (1ull << sub))
+		return (unsigned)ns;
+	unsigned msb = 63u - (unsigned)__builtin_clzll(ns);
+	return ((msb - sub + 1) << sub) | (unsigned)((ns >> (msb - sub)) & ((1u << sub) - 1));
+}
+
+/* Lowest value (ns) of bucket b; b + 1 gives its end. */
+static inline uint64_t ipc_metrics_bucket_lo(unsigned b)
+{
+	const unsigned sub = IPC_METRICS_SUB_BITS;
+	if (b < (1u << sub))
+		return b;
+	unsigned msb = (b >> sub) + sub - 1;
+	return ((1ull << sub) | (b & ((1u << sub) - 1))) << (msb - sub);
+}
+
+/* The p-th percentile (0 < p ≤ 100) of the service times: the middle of its bucket; 0 if none. */
+static inline uint64_t ipc_metrics_percentile(const struct ipc_metrics *m, double p)
+{
+	uint64_t n = 0, want;
+	for (unsigned b = 0; b < IPC_METRICS_BUCKETS; b++)
+		n += m->svc_hist[b];
+	if (!n)
+		return 0;
+	want = (uint64_t)(p / 100.0 * (double)n + 0.5);
+	if (want < 1)
+		want = 1;
+	if (want > n)
+		want = n;
+	uint64_t seen = 0;
+	for (unsigned b = 0; b < IPC_METRICS_BUCKETS; b++) {
+		seen += m->svc_hist[b];
+		if (seen >= want) {
+			uint64_t lo = ipc_metrics_bucket_lo(b);
+			uint64_t hi = b + 1 < IPC_METRICS_BUCKETS ? ipc_metrics_bucket_lo(b + 1) : lo + 1;
+			uint64_t mid = lo + (hi - lo) / 2;
+			return mid < m->svc_max_ns || !m->svc_max_ns ? mid : m->svc_max_ns;
+		}
+	}
+	return m->svc_max_ns;
+}
 
 /* ---- VM-control socket ---- */
 

@@ -48,10 +48,10 @@ static int request(struct proxy *p, struct ipc_bus_req *req, struct ipc_bus_resp
 	struct pollfd pfd = {.fd = p->bus_sock, .events = POLLIN};
 	int n;
 	do
-		n = poll(&pfd, 1, PROXY_REPLY_TIMEOUT_MS);
+		n = poll(&pfd, 1, p->reply_timeout_ms);
 	while (n < 0 && errno == EINTR);
 	if (n == 0) {
-		mark_dead(p, "stopped answering (no reply within 5 s)");
+		mark_dead(p, "stopped answering (no reply in time)");
 		return -ETIMEDOUT;
 	}
 	r = ipc_recv(p->bus_sock, resp, sizeof(*resp), NULL, 0, NULL);
@@ -263,6 +263,7 @@ int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const ch
 	p->slot = slot;
 	p->bus_sock = bus_sock;
 	p->ctl_sock = ctl_sock;
+	p->reply_timeout_ms = PROXY_REPLY_TIMEOUT_MS;
 	p->child = *child;
 	p->pid = child->pid;
 	for (unsigned i = 0; i < PROXY_MAX_VECTORS; i++)

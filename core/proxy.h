@@ -57,6 +57,7 @@ struct proxy {
 	pthread_mutex_t state_lock;
 	uint32_t seq;
 	atomic_bool dead;
+	int reply_timeout_ms; /* PROXY_REPLY_TIMEOUT_MS; tests shorten it */
 	atomic_bool shutting_down;
 	uint16_t command; /* latched PCI command register */
 	struct proxy_bar bars[IPC_MAX_BARS];

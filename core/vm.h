@@ -50,6 +50,7 @@ struct vm_config {
 	unsigned long disabled_defaults; /* bit i: --no-<registry_at(i)->option> */
 	bool disable_sandbox;            /* --disable-sandbox: device processes run unjailed */
 	bool seccomp_log;                /* --seccomp-log: log seccomp violations, don't kill */
+	const char *metrics_file;        /* --metrics-file: device metrics as JSON at shutdown */
 };
 
 struct vcpu;

@@ -64,20 +64,20 @@ static int yield_body(struct exec *ex, void *arg)
 	return 0;
 }
 
-static int bench_yield(long rounds)
+static int bench_yield(long rounds, int tasks)
 {
 	struct exec *ex;
 	if (exec_create(&ex, NULL))
 		return 1;
-	yield_rounds = rounds;
-	for (int i = 0; i < 2; i++)
+	yield_rounds = rounds / tasks;
+	for (int i = 0; i < tasks; i++)
 		if (exec_spawn(ex, yield_body, NULL, 0, NULL))
 			return 1;
 	double t0 = now_s();
 	if (exec_run(ex))
 		return 1;
 	double dt = now_s() - t0;
-	printf("yield_ns %.2f ns\n", dt * 1e9 / (double)(2 * rounds));
+	printf("yield_ns %.2f ns\n", dt * 1e9 / (double)(yield_rounds * tasks));
 	exec_destroy(ex);
 	return 0;
 }
@@ -253,7 +253,7 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "switch"))
 		return bench_switch(argc > 2 ? atol(argv[2]) : 20000000);
 	if (argc >= 2 && !strcmp(argv[1], "yield"))
-		return bench_yield(argc > 2 ? atol(argv[2]) : 5000000);
+		return bench_yield(argc > 2 ? atol(argv[2]) : 10000000, argc > 3 ? atoi(argv[3]) : 2);
 	if (argc >= 2 && !strcmp(argv[1], "nop-exec"))
 		return bench_nop_exec(argc > 2 ? atoi(argv[2]) : 32,
 		                      argc > 3 ? atol(argv[3]) : 10000000);
@@ -264,7 +264,7 @@ int main(int argc, char **argv)
 		return bench_randread(argv[2], atoi(argv[3]), argc > 4 ? atof(argv[4]) : 3.0,
 		                      argc > 5 ? (unsigned)strtoul(argv[5], NULL, 0) : 0);
 	fprintf(stderr,
-	        "usage: %s switch [rounds] | yield [rounds] | nop-exec [tasks] [total] |\n"
+	        "usage: %s switch [rounds] | yield [total] [tasks] | nop-exec [tasks] [total] |\n"
 	        "       nop-uring [batch] [total] | randread FILE QD [seconds] [no_features]\n",
 	        argv[0]);
 	return 2;

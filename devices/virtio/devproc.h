@@ -14,7 +14,9 @@
  *     (IPC_CTL_MSI_ROUTE on MSI-X table/mask changes, IPC_CTL_IOEVENTFD on
  *     DRIVER_OK and reset), so the main process must serve the control
  *     socket independently of any bus reply it is waiting for.
- *  3. IPC_SHUTDOWN → in-flight requests are finished (no more VM-control
+ *  3. IPC_METRICS (any time after HELLO) → a struct ipc_metrics reply
+ *     (not an ipc_bus_resp): the device's counters and the transport's.
+ *  4. IPC_SHUTDOWN → in-flight requests are finished (no more VM-control
  *     requests are sent), a reply follows, the process exits 0.
  * A malformed message (unknown op, HELLO missing or repeated, bad version,
  * BAR other than 0, len not 1/2/4/8 (config: 1/2/4), access past the end of
@@ -47,8 +49,10 @@ struct devproc_args {
 /*
  * jail_hook_fn: in the child, before the seccomp filter is loaded. Maps
  * guest RAM from the memfd (which it then owns) and creates the executor's
- * ring, restricted to POLL_ADD, READ, ASYNC_CANCEL and dev->uring_ops, so
- * io_uring_setup/register can be denied afterwards. 0 or -errno.
+ * ring, restricted to POLL_ADD, READ, ASYNC_CANCEL and dev->uring_ops, with
+ * dev->keep_fds(state) as fixed files 0..n-1 and dev->uring_max_workers as
+ * io-wq caps, so io_uring_setup/register can be denied afterwards. 0 or
+ * -errno.
  */
 int devproc_pre_seccomp(void *arg) __attribute__((warn_unused_result));
 

@@ -8,6 +8,7 @@
 #include "devices/virtio/registry.h"
 
 static const struct registry_entry *const table[] = {
+    &blk_entry,
     &rng_entry,
 };
 

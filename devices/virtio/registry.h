@@ -11,8 +11,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ipc.h"
 #include "devices/virtio/virtio_device.h"
 #include "jail/jail.h"
+
+/* What a factory knows about the VM it creates a device for. */
+struct registry_ctx {
+	unsigned ncpus; /* vCPUs (e.g. the default number of queues) */
+};
+
+/* Most descriptors one device may ask to keep (registry_entry.keep_fds). */
+#define REGISTRY_MAX_KEEP_FDS 4
 
 struct registry_entry {
 	const char *option; /* CLI option, e.g. "rng" */
@@ -22,19 +31,45 @@ struct registry_entry {
 	const struct virtio_device_ops *ops;
 	/*
 	 * Factory, run in the main process before the device process is
-	 * spawned: parse opts (the option's argument, "" when none) and create
-	 * the device state (which starts with a struct virtio_dev whose ops are
-	 * set). 0 and *state, or -EINVAL for a bad option (message on stderr),
-	 * -ENOMEM.
+	 * spawned: parse opts (the option's argument, "" when none), open what
+	 * the device needs (image files...) and create the device state (which
+	 * starts with a struct virtio_dev whose ops are set). ctx describes the
+	 * VM. 0 and *state, or -errno with one line on stderr naming the
+	 * problem: -EINVAL for a bad option, or the error of what could not be
+	 * opened. `ringvm run` calls it once while parsing the command line to
+	 * validate (then destroys that state) and again to build the VM.
 	 */
-	int (*create)(const char *opts, void **state);
-	void (*destroy)(void *state); /* frees what create made */
+	int (*create)(const struct registry_ctx *ctx, const char *opts, void **state);
+	void (*destroy)(void *state); /* frees what create made, closes what it opened */
+	/*
+	 * Descriptors in state that the device process must keep (image files,
+	 * TAPs...): written to fds (at most max), count returned. The main
+	 * process adds them to the jail's keep list, and devproc registers them,
+	 * in this order, as the ring's fixed files 0..n-1 (EXEC_FIXED(i)) —
+	 * the device process never opens anything itself. NULL: none.
+	 */
+	unsigned (*keep_fds)(void *state, int *fds, unsigned max);
+	/*
+	 * Fill *out with the device's metrics (IPC_METRICS), in the device
+	 * process; the transport counters are filled by devproc afterwards.
+	 * NULL: the device keeps none.
+	 */
+	void (*metrics)(void *state, struct ipc_metrics *out);
 	/* Syscalls this device needs beyond jail_base_rules and devproc_rules. */
 	const struct jail_syscall_rule *rules;
 	size_t n_rules;
 	/* io_uring opcodes beyond devproc's own (POLL_ADD, READ). */
 	const uint8_t *uring_ops;
 	unsigned n_uring_ops;
+	/* io-wq worker caps of the device's ring [bounded, unbounded] (blocking
+	 * file I/O runs there; each worker counts against RLIMIT_NPROC);
+	 * 0: the kernel's default. */
+	unsigned uring_max_workers[2];
+	/* Jail limits: RLIMIT_FSIZE (0 forbids writing regular files; a disk
+	 * device needs JAIL_RLIM_INFINITY) and RLIMIT_NPROC (0: the jail's
+	 * default). */
+	uint64_t max_file_size;
+	unsigned max_procs;
 };
 
 /* The entry for a CLI option, or NULL. */
@@ -44,6 +79,7 @@ const struct registry_entry *registry_find(const char *option);
 const struct registry_entry *registry_at(size_t i);
 
 /* Each device file exports its entry; the table in registry.c lists them. */
+extern const struct registry_entry blk_entry;
 extern const struct registry_entry rng_entry;
 
 #endif

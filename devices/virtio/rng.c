@@ -73,8 +73,9 @@ static const struct virtio_device_ops rng_ops = {
     .queue_kick = rng_kick,
 };
 
-static int rng_create(const char *opts, void **state)
+static int rng_create(const struct registry_ctx *ctx, const char *opts, void **state)
 {
+	(void)ctx;
 	if (opts && *opts) {
 		fprintf(stderr, "rng: takes no options (got \"%s\")\n", opts);
 		return -EINVAL;

@@ -4,6 +4,10 @@
  * command-line and loader errors a user can hit.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +46,13 @@ static void run_probe(struct harness_result *r, unsigned cpus, unsigned mem, con
 	cr_assert_eq(harness_run(&a, opts ? opts : &def, r), 0);
 }
 
-static void all_v1(unsigned cpus)
+static void all_v1(unsigned cpus, bool sandbox)
 {
 	need_kvm();
 	struct harness_result r;
 	const char *params = "probe=hello,pci,timer,smp,irq";
-	run_probe(&r, cpus, 256, params, NULL, NULL);
+	const char *unjailed[] = {"--disable-sandbox", NULL};
+	run_probe(&r, cpus, 256, params, sandbox ? NULL : unjailed, NULL);
 	check_probe_ok(&r, "ringvm v1 probe");
 	check_hello(r.out, params, 256);
 	check_pci(r.out);
@@ -59,12 +64,129 @@ static void all_v1(unsigned cpus)
 
 Test(e2e_ringvm, v1_tests_1cpu, .timeout = 60)
 {
-	all_v1(1);
+	all_v1(1, true);
 }
 
 Test(e2e_ringvm, v1_tests_2cpus, .timeout = 60)
 {
-	all_v1(2);
+	all_v1(2, true);
+}
+
+Test(e2e_ringvm, v1_tests_1cpu_unsandboxed, .timeout = 60)
+{
+	all_v1(1, false);
+}
+
+Test(e2e_ringvm, v1_tests_2cpus_unsandboxed, .timeout = 60)
+{
+	all_v1(2, false);
+}
+
+/* ---- a device process that dies takes the VM down, with a message and no leftovers ---- */
+
+struct killer {
+	char marker[64];
+	pid_t killed;
+	unsigned scans;
+};
+
+static bool cmdline_has(pid_t pid, const char *marker)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (!buf[i])
+			buf[i] = ' ';
+	buf[n] = 0;
+	return strstr(buf, marker) != NULL;
+}
+
+static pid_t parent_of(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	pid_t ppid = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "PPid: %d", &ppid) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return ppid;
+}
+
+/* Pids of processes whose command line carries marker; the device is the one whose parent does too. */
+static unsigned find_marked(const char *marker, pid_t *pids, unsigned max)
+{
+	unsigned n = 0;
+	DIR *d = opendir("/proc");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		pid_t pid = (pid_t)atoi(e->d_name);
+		if (pid > 0 && pid != getpid() && cmdline_has(pid, marker) && n < max)
+			pids[n++] = pid;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void *killer_main(void *arg)
+{
+	struct killer *k = arg;
+	for (k->scans = 0; k->scans < 200; k->scans++) {
+		usleep(50000);
+		pid_t pids[8];
+		unsigned n = find_marked(k->marker, pids, 8);
+		for (unsigned i = 0; i < n; i++)
+			for (unsigned j = 0; j < n; j++)
+				if (parent_of(pids[i]) == pids[j]) {
+					usleep(300000); /* let the guest get going */
+					kill(pids[i], SIGKILL);
+					k->killed = pids[i];
+					return NULL;
+				}
+	}
+	return NULL;
+}
+
+static void kill_device(bool sandbox)
+{
+	need_kvm();
+	struct killer k = {0};
+	snprintf(k.marker, sizeof(k.marker), "kill.marker=%d%ld", (int)getpid(), (long)time(NULL));
+	char params[128];
+	snprintf(params, sizeof(params), "probe=idle idle.secs=20 %s", k.marker);
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, killer_main, &k), 0);
+	const char *unjailed[] = {"--disable-sandbox", NULL};
+	struct harness_opts o = {.timeout_s = 30};
+	struct harness_result r;
+	run_probe(&r, 1, 64, params, sandbox ? NULL : unjailed, &o);
+	pthread_join(t, NULL);
+	cr_assert_gt(k.killed, 0, "no device process found to kill");
+	cr_assert(r.exited, "ringvm did not exit by itself");
+	cr_assert_eq(r.exit_code, 4, "exit %d\n%s", r.exit_code, r.err);
+	cr_assert_lt(r.elapsed_s, 15, "the VM kept running after its device died");
+	cr_assert_not_null(strstr(r.err, "device rng"), "stderr: %s", r.err);
+	cr_assert_not_null(strstr(r.err, "signal 9"), "stderr: %s", r.err);
+	pid_t left[8];
+	cr_assert_eq(find_marked(k.marker, left, 8), 0, "processes left behind");
+	harness_result_free(&r);
+}
+
+Test(e2e_ringvm, killed_device_stops_vm, .timeout = 60)
+{
+	kill_device(true);
+}
+
+Test(e2e_ringvm, killed_device_stops_vm_unsandboxed, .timeout = 60)
+{
+	kill_device(false);
 }
 
 Test(e2e_ringvm, large_memory_map, .timeout = 60)

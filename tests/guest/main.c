@@ -28,14 +28,21 @@ struct probe_test {
 
 /* Sorted by name (strncmp order): lookup() is a binary search. */
 static const struct probe_test tests[] = {
+    {"blk.bench", test_blk_bench},
+    {"blk.copy", test_blk_copy},
+    {"blk.fill", test_blk_fill},
+    {"blk.verify", test_blk_verify},
     {"echo", test_echo},
     {"fault", test_fault},
     {"hello", test_hello},
+    {"hostile.blk", test_hostile_blk},
     {"hostile.vq", test_hostile_vq},
     {"idle", test_idle},
     {"irq", test_irq},
+    {"lat", test_lat},
     {"pci", test_pci},
     {"rng", test_rng},
+    {"rng.bench", test_rng_bench},
     {"smp", test_smp},
     {"timer", test_timer},
     {"virtio-cfg", test_virtio_cfg},

@@ -483,7 +483,7 @@ static bool run_case(const struct hcase *hc, struct hctx *c, uint64_t base_feats
 
 	if (!(hc->flags & H_CUSTOM))
 		c->why = virtio_start(d, &c->vq, c->feats, 0);
-	uint32_t q0 = virtio_irqs(virtq_vector(&c->vq)), cfg0 = virtio_irqs(VIRTIO_VEC_CONFIG);
+	uint32_t q0 = virtio_irqs(virtq_vector(&c->vq)), cfg0 = virtio_irqs(virtio_cfg_vector(d));
 	if (!c->why)
 		hc->run(c);
 	if (c->why) {
@@ -498,7 +498,7 @@ static bool run_case(const struct hcase *hc, struct hctx *c, uint64_t base_feats
 		(void)virtq_wait(&c->vq, wait_us);
 	uint8_t status = virtio_get_status(d);
 	uint32_t irqs = virtio_irqs(virtq_vector(&c->vq)) - q0;
-	uint32_t cfg_irqs = virtio_irqs(VIRTIO_VEC_CONFIG) - cfg0;
+	uint32_t cfg_irqs = virtio_irqs(virtio_cfg_vector(d)) - cfg0;
 	unsigned used = (uint16_t)(c->vq.used->idx - c->vq.last_used);
 	uint32_t id = 0, len = 0;
 	if (used) {

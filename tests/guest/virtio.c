@@ -25,7 +25,7 @@ struct virtq_mem {
 	struct virtq_desc indirect[VIRTQ_MAX];
 };
 _Static_assert(sizeof(struct virtq_desc) == 16, "descriptor layout");
-_Static_assert(sizeof(struct virtq_mem) == 16384, "ring layout");
+_Static_assert(sizeof(struct virtq_mem) == VIRTQ_MEM_SIZE, "ring layout");
 
 static struct virtq_mem ring_mem[VIRTIO_MAX_QUEUES]
     __attribute__((section(".bss.noinit.virtio_rings"), aligned(4096)));
@@ -73,8 +73,12 @@ static void scan(void)
 			if ((id & 0xffff) != VIRTIO_PCI_VENDOR || pid < 0x1040 || pid > 0x107f ||
 			    ndevs == MAX_DEVS)
 				continue;
-			devs[ndevs++] = (struct virtio_dev){
-			    .slot = slot, .fn = fn, .device_id = (uint16_t)(pid - 0x1040)};
+			devs[ndevs] = (struct virtio_dev){
+			    .slot = slot,
+			    .fn = fn,
+			    .device_id = (uint16_t)(pid - 0x1040),
+			    .vec_base = VIRTIO_VEC_CONFIG + VIRTIO_VEC_STRIDE * ndevs};
+			ndevs++;
 		}
 	}
 }
@@ -177,8 +181,8 @@ static const char *ready(struct virtio_dev *d)
 	unsigned apic = lapic_id();
 	unsigned n = d->msix_size < 1u + VIRTIO_MAX_QUEUES ? d->msix_size : 1u + VIRTIO_MAX_QUEUES;
 	for (unsigned e = 0; e < n; e++) {
-		irq_register(VIRTIO_VEC_CONFIG + e, virtio_irq);
-		msix_entry_set(d, e, VIRTIO_VEC_CONFIG + e, apic);
+		irq_register(d->vec_base + e, virtio_irq);
+		msix_entry_set(d, e, d->vec_base + e, apic);
 	}
 	uint32_t h = pci_cfg_read32(0, s, f, d->msix_cap);
 	uint32_t ctl = ((h >> 16) | MSIX_ENABLE) & ~(uint32_t)MSIX_FUNCTION_MASK;
@@ -189,11 +193,26 @@ static const char *ready(struct virtio_dev *d)
 
 struct virtio_dev *virtio_open(uint16_t device_id, const char **why)
 {
+	return virtio_open_nth(device_id, 0, why);
+}
+
+unsigned virtio_count(uint16_t device_id)
+{
+	if (!scanned)
+		scan();
+	unsigned n = 0;
+	for (unsigned i = 0; i < ndevs; i++)
+		n += devs[i].device_id == device_id;
+	return n;
+}
+
+struct virtio_dev *virtio_open_nth(uint16_t device_id, unsigned nth, const char **why)
+{
 	if (!scanned)
 		scan();
 	for (unsigned i = 0; i < ndevs; i++) {
 		struct virtio_dev *d = &devs[i];
-		if (d->device_id != device_id)
+		if (d->device_id != device_id || nth--)
 			continue;
 		if (!d->ready) {
 			const char *r = ready(d);
@@ -250,6 +269,14 @@ bool virtio_negotiate(struct virtio_dev *d, uint64_t features)
 const char *virtq_setup(struct virtio_dev *d, struct virtq *vq, uint16_t index, uint16_t size,
                         uint64_t features, bool enable)
 {
+	if (index >= VIRTIO_MAX_QUEUES)
+		return "no-queue";
+	return virtq_setup_mem(d, vq, index, size, features, enable, &ring_mem[index]);
+}
+
+const char *virtq_setup_mem(struct virtio_dev *d, struct virtq *vq, uint16_t index, uint16_t size,
+                            uint64_t features, bool enable, void *mem)
+{
 	if (index >= d->num_queues || index >= VIRTIO_MAX_QUEUES || !d->qmax[index])
 		return "no-queue";
 	uint16_t max = d->qmax[index];
@@ -261,7 +288,7 @@ const char *virtq_setup(struct virtio_dev *d, struct virtq *vq, uint16_t index, 
 	if (noff + 2 > d->notify_len)
 		return "notify-off-outside-cap";
 
-	struct virtq_mem *m = &ring_mem[index];
+	struct virtq_mem *m = mem;
 	*vq = (struct virtq){
 	    .dev = d,
 	    .index = index,
@@ -281,7 +308,7 @@ const char *virtq_setup(struct virtio_dev *d, struct virtq *vq, uint16_t index, 
 	vq->used->flags = 0;
 	vq->used->idx = 0;
 	*virtq_avail_event(vq) = 0;
-	vq->cfg_irqs_seen = virtio_irqs(VIRTIO_VEC_CONFIG);
+	vq->cfg_irqs_seen = virtio_irqs(virtio_cfg_vector(d));
 	vq->irqs_seen = virtio_irqs(virtq_vector(vq));
 
 	virtio_c_write16(d, VIRTIO_C_Q_SELECT, index);
@@ -326,7 +353,7 @@ void virtq_publish(struct virtq *vq)
 		*virtq_used_event(vq) = vq->last_used;
 	barrier(); /* x86 keeps stores in order; the compiler must too */
 	vq->avail->idx = vq->avail_idx;
-	vq->cfg_irqs_seen = virtio_irqs(VIRTIO_VEC_CONFIG);
+	vq->cfg_irqs_seen = virtio_irqs(virtio_cfg_vector(vq->dev));
 	vq->irqs_seen = virtio_irqs(virtq_vector(vq));
 }
 
@@ -376,8 +403,8 @@ int virtq_wait(struct virtq *vq, uint64_t timeout_us)
 			ret = VQ_USED;
 			break;
 		}
-		if (virtio_irqs(VIRTIO_VEC_CONFIG) != vq->cfg_irqs_seen) {
-			vq->cfg_irqs_seen = virtio_irqs(VIRTIO_VEC_CONFIG);
+		if (virtio_irqs(virtio_cfg_vector(vq->dev)) != vq->cfg_irqs_seen) {
+			vq->cfg_irqs_seen = virtio_irqs(virtio_cfg_vector(vq->dev));
 			if (virtio_get_status(vq->dev) & VIRTIO_S_NEEDS_RESET) {
 				ret = VQ_NEEDS_RESET;
 				break;

@@ -13,6 +13,7 @@
 
 #define VIRTIO_PCI_VENDOR    0x1af4
 #define VIRTIO_PCI_DEVICE(x) (0x1040 + (x)) /* modern (non-transitional) device ids */
+#define VIRTIO_ID_BLOCK      2
 #define VIRTIO_ID_RNG        4
 
 /* Feature bits. */
@@ -61,11 +62,21 @@
 
 /* Largest queue the probe drives (bigger devices are asked for this size). */
 #define VIRTQ_MAX         256
-#define VIRTIO_MAX_QUEUES 2
+#define VIRTIO_MAX_QUEUES 4
 
-/* IDT vectors: MSI-X entry 0 (config changes) and entry 1 + q (queue q). */
+/*
+ * IDT vectors: the n-th virtio function found on the bus (scan order) gets
+ * VIRTIO_VEC_STRIDE vectors from VIRTIO_VEC_CONFIG + n * VIRTIO_VEC_STRIDE:
+ * MSI-X entry 0 (config changes) on the first, entry 1 + q (queue q) on the
+ * next. The constants below are those of the first function.
+ */
 #define VIRTIO_VEC_CONFIG 0x50
 #define VIRTIO_VEC_QUEUE0 0x51
+#define VIRTIO_VEC_STRIDE 8
+_Static_assert(1 + VIRTIO_MAX_QUEUES <= VIRTIO_VEC_STRIDE, "vectors per function");
+
+/* Ring memory of one queue (descriptors, avail, used, spare indirect table), 4 KiB aligned. */
+#define VIRTQ_MEM_SIZE 16384
 
 struct virtq_desc {
 	uint64_t addr;
@@ -96,6 +107,7 @@ struct virtio_dev {
 	unsigned slot, fn; /* on bus 0 */
 	uint16_t device_id;
 	bool ready; /* capabilities parsed, BARs live, MSI-X programmed */
+	unsigned vec_base; /* IDT vector of MSI-X entry 0; entry e is vec_base + e */
 	uint64_t common, notify, isr, device;
 	uint32_t common_len, notify_len, isr_len, device_len;
 	uint32_t notify_mult;
@@ -199,6 +211,10 @@ static inline void virtio_mb(void)
  * set (one word) when there is no such device or it cannot be driven.
  */
 struct virtio_dev *virtio_open(uint16_t device_id, const char **why);
+/* The same for the n-th (0-based, bus order) function of device_id: "no-device" past the last. */
+struct virtio_dev *virtio_open_nth(uint16_t device_id, unsigned n, const char **why);
+/* How many modern functions of device_id are on bus 0 (scans once, readies none). */
+unsigned virtio_count(uint16_t device_id);
 
 /* Writes status 0 and polls (bounded, 100 ms) until it reads 0. */
 bool virtio_reset(struct virtio_dev *d) __attribute__((warn_unused_result));
@@ -219,6 +235,14 @@ bool virtio_negotiate(struct virtio_dev *d, uint64_t features) __attribute__((wa
  */
 const char *virtq_setup(struct virtio_dev *d, struct virtq *vq, uint16_t index, uint16_t size,
                         uint64_t features, bool enable) __attribute__((warn_unused_result));
+/*
+ * virtq_setup() with the rings in mem (VIRTQ_MEM_SIZE bytes, 4 KiB aligned,
+ * owned by the caller) instead of the core's per-index ring memory: for
+ * drivers that keep queues of several devices live at once (blk.copy).
+ */
+const char *virtq_setup_mem(struct virtio_dev *d, struct virtq *vq, uint16_t index, uint16_t size,
+                            uint64_t features, bool enable, void *mem)
+    __attribute__((warn_unused_result));
 /* negotiate(features) + virtq_setup(queue 0, qsize, enabled) + DRIVER_OK. NULL or a reason. */
 const char *virtio_start(struct virtio_dev *d, struct virtq *vq, uint64_t features, uint16_t qsize)
     __attribute__((warn_unused_result));
@@ -272,7 +296,13 @@ const char *virtio_rng_read_ok(struct virtq *vq, uint16_t first, uint64_t timeou
 uint32_t virtio_irqs(unsigned vector);
 static inline unsigned virtq_vector(const struct virtq *vq)
 {
-	return 0x50 + vq->msix_entry;
+	/* A queue never set up (dev NULL) reads as the first function's. */
+	return (vq->dev ? vq->dev->vec_base : VIRTIO_VEC_CONFIG) + vq->msix_entry;
+}
+/* The IDT vector of a function's config-change interrupt (MSI-X entry 0). */
+static inline unsigned virtio_cfg_vector(const struct virtio_dev *d)
+{
+	return d->vec_base;
 }
 
 /* Probe memory for DMA buffers: 64 KiB, page aligned, never zeroed as a whole. */

@@ -245,7 +245,8 @@ int vdriver_spawn(struct vdriver *v, const struct vdriver_params *p)
 	r = guest_mem_create(&v->mem, p->ram_size ? p->ram_size : 16ull << 20);
 	if (r < 0)
 		return r;
-	r = v->entry->create(p->opts ? p->opts : "", &v->dev_state);
+	struct registry_ctx ctx = {.ncpus = p->ncpus ? p->ncpus : 1};
+	r = v->entry->create(&ctx, p->opts ? p->opts : "", &v->dev_state);
 	if (r < 0)
 		return r;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, bus_sv) < 0)
@@ -264,10 +265,16 @@ int vdriver_spawn(struct vdriver *v, const struct vdriver_params *p)
 	if (p->sandbox) {
 		struct jail_syscall_rule rules[64];
 		size_t n = devproc_jail_rules(v->entry, rules, 64);
-		int keep[] = {bus_sv[1], ctl_sv[1], v->mem.memfd, STDERR_FILENO};
+		int keep[4 + REGISTRY_MAX_KEEP_FDS] = {bus_sv[1], ctl_sv[1], v->mem.memfd,
+		                                       STDERR_FILENO};
+		unsigned nkeep = 4;
+		if (v->entry->keep_fds) /* the device's own descriptors, as devmgr keeps them */
+			nkeep += v->entry->keep_fds(v->dev_state, keep + 4, REGISTRY_MAX_KEEP_FDS);
 		struct jail_config cfg = {.sandbox = true,
 		                          .keep_fds = keep,
-		                          .n_keep_fds = sizeof(keep) / sizeof(keep[0]),
+		                          .n_keep_fds = nkeep,
+		                          .max_file_size = v->entry->max_file_size,
+		                          .max_procs = v->entry->max_procs,
 		                          .rules = rules,
 		                          .n_rules = n,
 		                          .pre_seccomp = devproc_pre_seccomp,
@@ -460,6 +467,24 @@ bool vdriver_alive(struct vdriver *v)
 int vdriver_wait_exit(struct vdriver *v, int timeout_ms)
 {
 	return reap(v, timeout_ms);
+}
+
+int vdriver_metrics(struct vdriver *v, struct ipc_metrics *out)
+{
+	struct ipc_bus_req req = {.op = IPC_METRICS, .seq = ++v->seq};
+	int r = ipc_send(v->bus, &req, sizeof(req), NULL, 0);
+	if (r < 0)
+		return r;
+	struct pollfd pfd = {.fd = v->bus, .events = POLLIN};
+	int n = poll(&pfd, 1, VDRIVER_TIMEOUT_MS);
+	if (n <= 0)
+		return n == 0 ? -ETIMEDOUT : -errno;
+	r = ipc_recv(v->bus, out, sizeof(*out), NULL, 0, NULL);
+	if (r < 0)
+		return r;
+	if (out->op != IPC_METRICS || out->seq != req.seq)
+		return -EBADMSG;
+	return out->result;
 }
 
 int vdriver_shutdown(struct vdriver *v)

@@ -31,6 +31,7 @@ struct vdriver_params {
 	const char *opts;   /* its option string ("" when NULL) */
 	uint64_t ram_size;  /* default 16 MiB */
 	bool sandbox;       /* jail_spawn with the device's allowlist, else fork */
+	unsigned ncpus;     /* registry_ctx.ncpus for the factory (0: 1) */
 };
 
 struct vdriver {
@@ -110,6 +111,9 @@ int vdriver_wait_used(struct vdriver *v, uint16_t q, int timeout_ms);
 
 /* Whether the device process still runs. */
 bool vdriver_alive(struct vdriver *v);
+
+/* IPC_METRICS: the device's counters into *out. 0 or -errno. */
+int vdriver_metrics(struct vdriver *v, struct ipc_metrics *out);
 
 /*
  * IPC_SHUTDOWN, then wait for the process to exit. Returns the wait status

@@ -134,6 +134,48 @@ Test(async_coro, fp_control_is_per_context)
 	cr_assert_eq(get_mxcsr(), before);
 	coro_stack_destroy(&co);
 }
+
+static unsigned short get_fpucw(void)
+{
+	unsigned short v;
+	__asm__ volatile("fnstcw %0" : "=m"(v));
+	return v;
+}
+static void set_fpucw(unsigned short v)
+{
+	__asm__ volatile("fldcw %0" : : "m"(v));
+}
+static unsigned short seen_fpucw;
+static unsigned seen_mxcsr2;
+static void x87_rounder(void *arg)
+{
+	(void)arg;
+	set_fpucw((unsigned short)((get_fpucw() & ~0x0c00u) | 0x0c00u)); /* x87: toward zero */
+	coro_switch(&co, &main_ctx);
+	seen_fpucw = get_fpucw();
+	seen_mxcsr2 = get_mxcsr();
+	coro_exit(&co, &main_ctx);
+}
+
+/* The switch only reloads MXCSR / the x87 control word when they differ
+ * between the two contexts: a context that changes only the x87 word (and
+ * leaves MXCSR alone) must still get its own back, and so must the other. */
+Test(async_coro, x87_control_word_is_per_context)
+{
+	unsigned short before = get_fpucw();
+	unsigned mx = get_mxcsr();
+	coro_init_thread(&main_ctx);
+	cr_assert_eq(coro_stack_create(&co, 0), 0);
+	coro_prepare(&co, x87_rounder, NULL);
+	coro_switch(&main_ctx, &co);
+	cr_assert_eq(get_fpucw(), before, "coroutine's x87 control word leaked out");
+	cr_assert_eq(get_mxcsr() & 0xffc0u, mx & 0xffc0u);
+	coro_switch(&main_ctx, &co);
+	cr_assert_eq(seen_fpucw & 0x0c00u, 0x0c00u, "coroutine lost its x87 control word");
+	cr_assert_eq(seen_mxcsr2 & 0xffc0u, mx & 0xffc0u);
+	cr_assert_eq(get_fpucw(), before);
+	coro_stack_destroy(&co);
+}
 #endif
 
 /* Permissions of the /proc/self/maps line whose range starts at addr. */

@@ -33,10 +33,11 @@ Test(virtio_registry, rng_factory)
 	void *state = NULL;
 	cr_assert_not_null(e);
 	cr_assert_eq(e->ops->device_id, VIRTIO_ID_ENTROPY);
-	cr_assert_eq(e->create("", &state), 0);
+	struct registry_ctx ctx = {.ncpus = 1};
+	cr_assert_eq(e->create(&ctx, "", &state), 0);
 	cr_assert_eq(((struct virtio_dev *)state)->ops, e->ops);
 	e->destroy(state);
-	cr_assert_eq(e->create("bogus=1", &state), -EINVAL);
+	cr_assert_eq(e->create(&ctx, "bogus=1", &state), -EINVAL);
 }
 
 Test(virtio_registry, devproc_rules_concatenate)
