@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -189,6 +191,31 @@ static int handle(struct devproc *dp, const struct ipc_bus_req *req)
 	return bad(dp, req, "unknown op");
 }
 
+/*
+ * Config accesses come in bursts and the vCPU that sent one is spinning for
+ * the reply (core/proxy.c): waking a parked thread on another CPU costs tens
+ * of µs here, so after each message look for the next one for a short while
+ * before parking. Bounded, and only after a message: a device busy with I/O
+ * and no config traffic never spins. poll and sched_yield are in the base
+ * seccomp allowlist.
+ */
+#define DEVPROC_SPIN_NS 50000
+
+static bool spin_for_message(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (poll(&pfd, 1, 0) > 0)
+			return true;
+		sched_yield();
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > DEVPROC_SPIN_NS)
+			return false;
+	}
+}
+
 static int serve(struct exec *ex, struct devproc *dp)
 {
 	int bus = dp->a->bus_sock;
@@ -197,7 +224,7 @@ static int serve(struct exec *ex, struct devproc *dp)
 		if (dp->pci.ctl_dead)
 			return 1; /* logged where it failed */
 		/* Park until a message is there: queue coroutines run meanwhile. */
-		int r = exec_poll(ex, bus, POLLIN);
+		int r = spin_for_message(bus) ? POLLIN : exec_poll(ex, bus, POLLIN);
 		if (r < 0) {
 			fprintf(stderr, "%s: bus poll: %s\n", dp->a->dev->ops->name, strerror(-r));
 			return 1;
