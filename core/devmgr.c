@@ -173,6 +173,8 @@ int devmgr_create(struct vm *vm)
 	m->quit_fd = eventfd(0, EFD_CLOEXEC);
 	if (m->quit_fd < 0)
 		return -errno;
+	if (cfg->ndevs == 0)
+		return 0; /* no MSI routes to manage: leave KVM's default routing alone */
 	int r = irqroute_init(&m->routes, vm->vm_fd);
 	if (r < 0) {
 		log_error("KVM_SET_GSI_ROUTING: %s", strerror(-r));

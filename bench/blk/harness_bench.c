@@ -174,8 +174,8 @@ static int run_one(const char *file, bool sandbox, uint16_t nq, unsigned qd, boo
 	res->iops = (double)ios / res->seconds;
 	r = vdriver_metrics(&c.v, &res->m);
 out:; /* IPC_SHUTDOWN finishes what is still in flight */
-	int st = vdriver_shutdown(&c.v);
-	if (r == 0 && (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0))
+	int ws = vdriver_shutdown(&c.v);
+	if (r == 0 && (ws < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0))
 		r = -EPROTO;
 	vdriver_destroy(&c.v);
 	return r;

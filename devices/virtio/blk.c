@@ -309,15 +309,6 @@ static int blk_kick(struct virtio_dev *d, struct virtio_queue *vq)
 	}
 }
 
-static int blk_activate(struct virtio_dev *d)
-{
-	struct blk *b = (struct blk *)d;
-	/* devproc registered the image as fixed file 0 (blk_keep_fds). */
-	if (exec_features(d->ex) & EXEC_FEAT_FIXED_FILES)
-		b->disk.io_fd = EXEC_FIXED(0);
-	return 0;
-}
-
 /* Finish every request in flight, then stop the idle slot coroutines. */
 static void blk_reset(struct virtio_dev *d)
 {
@@ -368,7 +359,7 @@ static const struct virtio_device_ops blk_ops = {
     .config_size = sizeof(struct virtio_blk_config),
     .config_read = blk_config_read,
     .config_write = blk_config_write,
-    .activate = blk_activate,
+    .activate = NULL,
     .queue_kick = blk_kick,
     .reset = blk_reset,
 };

@@ -52,19 +52,16 @@ int devproc_pre_seccomp(void *arg)
 	int r = guest_mem_map_fd(&a->mem, a->memfd);
 	if (r < 0)
 		return r;
-	/* The device's own descriptors (image files...) become fixed files
-	 * 0..n-1: the ring then needs no fd lookup per operation. */
-	int files[REGISTRY_MAX_KEEP_FDS];
-	unsigned nfiles = 0;
-	if (a->dev->keep_fds)
-		nfiles = a->dev->keep_fds(a->dev_state, files, REGISTRY_MAX_KEEP_FDS);
-	if (nfiles > REGISTRY_MAX_KEEP_FDS)
-		nfiles = REGISTRY_MAX_KEEP_FDS;
+	/*
+	 * The device's own descriptors (image files) are deliberately not
+	 * registered as fixed files: the ring's teardown runs asynchronously
+	 * after the process exits, and a registered image would stay open —
+	 * and its flock held — for tens of milliseconds after ringvm is gone,
+	 * so an immediate restart would find its own image "in use".
+	 */
 	struct exec_restrict_params rp = {
 	    .ops = ops,
 	    .n_ops = n,
-	    .files = nfiles ? files : NULL,
-	    .n_files = nfiles,
 	    .max_workers = {a->dev->uring_max_workers[0], a->dev->uring_max_workers[1]}};
 	r = exec_restrict(&a->ex, NULL, &rp);
 	if (r < 0) {

@@ -50,9 +50,8 @@ struct devproc_args {
  * jail_hook_fn: in the child, before the seccomp filter is loaded. Maps
  * guest RAM from the memfd (which it then owns) and creates the executor's
  * ring, restricted to POLL_ADD, READ, ASYNC_CANCEL and dev->uring_ops, with
- * dev->keep_fds(state) as fixed files 0..n-1 and dev->uring_max_workers as
- * io-wq caps, so io_uring_setup/register can be denied afterwards. 0 or
- * -errno.
+ * dev->uring_max_workers as io-wq caps, so io_uring_setup/register can be
+ * denied afterwards. 0 or -errno.
  */
 int devproc_pre_seccomp(void *arg) __attribute__((warn_unused_result));
 

@@ -44,9 +44,9 @@ struct registry_entry {
 	/*
 	 * Descriptors in state that the device process must keep (image files,
 	 * TAPs...): written to fds (at most max), count returned. The main
-	 * process adds them to the jail's keep list, and devproc registers them,
-	 * in this order, as the ring's fixed files 0..n-1 (EXEC_FIXED(i)) —
-	 * the device process never opens anything itself. NULL: none.
+	 * process adds them to the jail's keep list (same numbers inside), so
+	 * the device process never opens anything itself. They are not made
+	 * fixed files of the ring (see devproc_pre_seccomp). NULL: none.
 	 */
 	unsigned (*keep_fds)(void *state, int *fds, unsigned max);
 	/*
