@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,6 +113,23 @@ static int opt_metrics_file(struct vm_config *cfg, const char *arg, char *err, s
 	return 0;
 }
 
+static int opt_socket(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (!*arg) {
+		snprintf(err, errlen, "--socket: empty path");
+		return -EINVAL;
+	}
+	cfg->socket_path = arg;
+	return 0;
+}
+
+/* --config is read before everything else (load_config); here it is only skipped. */
+static int opt_config(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	(void)cfg, (void)arg, (void)err, (void)errlen;
+	return 0;
+}
+
 static int opt_no_i8042(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 {
 	(void)arg, (void)err, (void)errlen;
@@ -163,6 +181,18 @@ static const struct cli_option sandbox_opts[] = {
 };
 
 static const struct cli_option core_opts[] = {
+	{"config", 0, "FILE",
+	 "Read settings from FILE, a JSON object whose keys are this command's\n"
+	 "long option names (\"mem\", \"cpus\", \"params\", \"socket\", \"block\",\n"
+	 "\"disable_sandbox\"...; '_' and '-' are the same) plus \"kernel\".\n"
+	 "Values: a string or number for an option with an argument, an array\n"
+	 "of strings for a repeatable one (params, block), true/false for a\n"
+	 "flag (\"rng\": false is --no-rng). Flags given on the command line\n"
+	 "override the file: a scalar flag replaces the file's value, -p\n"
+	 "replaces its params, a KERNEL argument its kernel; devices from both\n"
+	 "are added. An unknown key or a wrong type is an error (status 2).\n"
+	 "Example: {\"kernel\": \"probe.elf\", \"mem\": 512, \"params\": \"probe=hello\"}",
+	 opt_config},
 	{"cpus", 'c', "N", "Number of vCPUs (default 1, at most what KVM allows).", opt_cpus},
 	{"initrd", 'i', "PATH", "Initial ramdisk loaded for a Linux kernel (PVH: module 0).",
 	 opt_initrd},
@@ -183,6 +213,12 @@ static const struct cli_option core_opts[] = {
 	 "standard input feeds the UART (a terminal is put in raw mode\n"
 	 "and restored on exit).",
 	 opt_serial},
+	{"socket", 's', "PATH",
+	 "Serve the control socket at PATH (created mode 0600, removed on\n"
+	 "exit); if PATH is a directory, at PATH/ringvm-<pid>.sock. One JSON\n"
+	 "object per line each way (docs/control.md); 'ringvm stop|pause|\n"
+	 "resume|status|metrics SOCKET' and 'ringvm disk resize' use it.",
+	 opt_socket},
 };
 
 /* Every option table of `run`, sorted by group; device modules add theirs here. */
@@ -253,6 +289,13 @@ void cli_config_free(struct vm_config *cfg)
 {
 	free(cfg->cmdline);
 	cfg->cmdline = NULL;
+	for (unsigned i = 0; i < cfg->n_config_strs; i++)
+		free(cfg->config_strs[i]);
+	free(cfg->config_strs);
+	cfg->config_strs = NULL;
+	cfg->n_config_strs = 0;
+	json_object_put(cfg->config_json);
+	cfg->config_json = NULL;
 }
 
 void cli_print_run_help(FILE *f)
@@ -295,16 +338,28 @@ void cli_print_run_help(FILE *f)
 	fputs("\n    -h, --help\n"
 	      "        Show this help and exit.\n"
 	      "\n"
+	      "SIGNALS\n"
+	      "    SIGINT, SIGTERM, SIGHUP\n"
+	      "        Stop the VM in order, as the control command 'stop' does: the\n"
+	      "        vCPUs stop, every device process finishes its requests and\n"
+	      "        exits, then ringvm exits with status 0. A second signal forces\n"
+	      "        it: the device processes are killed, the control socket is\n"
+	      "        removed and ringvm exits at once with status 128 + signal.\n"
+	      "\n"
 	      "EXIT STATUS\n"
-	      "    0  the guest reset (i8042 0xFE, ACPI) or shut down\n"
+	      "    0  the guest reset (i8042 0xFE, ACPI) or shut down, or a stop was\n"
+	      "       requested ('ringvm stop', SIGINT, SIGTERM, SIGHUP)\n"
 	      "    1  a VMM or KVM error (including a KVM emulation failure)\n"
-	      "    2  bad arguments, or a kernel/initrd that cannot be loaded\n"
+	      "    2  bad arguments or --config file, an unusable --socket path, or a\n"
+	      "       kernel/initrd that cannot be loaded\n"
 	      "    3  the guest crashed (triple fault)\n"
 	      "    4  a device process died or stopped answering\n"
+	      "    128+N  forced exit on a second signal N (143 for SIGTERM)\n"
 	      "\n"
 	      "EXAMPLES\n"
 	      "    ringvm run -p probe=hello,pci,timer tests/guest/probe.elf\n"
-	      "    ringvm run -c 2 -m 512 -i initrd.img -p console=ttyS0 vmlinux\n",
+	      "    ringvm run -c 2 -m 512 -i initrd.img -p console=ttyS0 vmlinux\n"
+	      "    ringvm run -s /run/ringvm --config vm.json    (then: ringvm status /run/ringvm)\n",
 	      f);
 }
 
@@ -328,6 +383,231 @@ static const struct cli_option *find_short(char c)
 	return NULL;
 }
 
+/* ---- --config FILE ---- */
+
+static int usage_error(const char *fmt, const char *a);
+
+#define CONFIG_MAX_ARGS 256
+
+/* The synthetic arguments a config file turns into (put before the real ones). */
+struct config_args {
+	char *v[CONFIG_MAX_ARGS];
+	int n;
+};
+
+static int keep_str(struct vm_config *cfg, char *s, char **out)
+{
+	char **p = s ? realloc(cfg->config_strs, (cfg->n_config_strs + 1) * sizeof(*p)) : NULL;
+	if (!p) {
+		free(s);
+		return -ENOMEM;
+	}
+	cfg->config_strs = p;
+	p[cfg->n_config_strs++] = s;
+	*out = s;
+	return 0;
+}
+
+static int push_arg(struct vm_config *cfg, struct config_args *ca, const char *fmt,
+		    const char *a)
+{
+	char *s;
+	if (ca->n == CONFIG_MAX_ARGS)
+		return -E2BIG;
+	if (asprintf(&s, fmt, a) < 0)
+		return -ENOMEM;
+	return keep_str(cfg, s, &ca->v[ca->n++]);
+}
+
+/* Push --name VALUE for a string or integer JSON value. */
+static int push_value(struct vm_config *cfg, struct config_args *ca, const char *name,
+		      struct json_object *v)
+{
+	char num[32];
+	const char *val;
+	if (json_object_is_type(v, json_type_string))
+		val = json_object_get_string(v);
+	else if (json_object_is_type(v, json_type_int)) {
+		snprintf(num, sizeof(num), "%lld", (long long)json_object_get_int64(v));
+		val = num;
+	} else
+		return -EINVAL;
+	int r = push_arg(cfg, ca, "--%s", name);
+	return r ? r : push_arg(cfg, ca, "%s", val);
+}
+
+/* A string, or (when many) an array of strings: one --name VALUE per element. */
+static int push_values(struct vm_config *cfg, struct config_args *ca, const char *name,
+		       struct json_object *v, bool many)
+{
+	if (!many || !json_object_is_type(v, json_type_array))
+		return push_value(cfg, ca, name, v);
+	for (size_t i = 0; i < json_object_array_length(v); i++) {
+		struct json_object *e = json_object_array_get_idx(v, i);
+		if (!json_object_is_type(e, json_type_string))
+			return -EINVAL;
+		int r = push_value(cfg, ca, name, e);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int config_error(const char *file, const char *key, const char *what)
+{
+	fprintf(stderr, "ringvm run: --config %s: key '%s': %s\n", file, key, what);
+	return 2;
+}
+
+/* One key of the file: the same settings as the flags, by long option name. */
+static int config_key(struct vm_config *cfg, struct config_args *ca, const char *file,
+		      const char *key, struct json_object *v)
+{
+	char name[64];
+	size_t len = strlen(key);
+	if (len >= sizeof(name))
+		return config_error(file, key, "unknown key");
+	for (size_t i = 0; i <= len; i++)
+		name[i] = key[i] == '_' ? '-' : key[i];
+	bool is_bool = json_object_is_type(v, json_type_boolean);
+	int r;
+	if (strcmp(name, "kernel") == 0) {
+		if (!json_object_is_type(v, json_type_string) || !*json_object_get_string(v))
+			return config_error(file, key, "must be a path (a string)");
+		cfg->kernel = json_object_get_string(v);
+		return 0;
+	}
+	const struct cli_option *o = strcmp(name, "config") ? find_long(name, len) : NULL;
+	const struct registry_entry *e = o ? NULL : registry_find(name);
+	if (o && !o->meta) {
+		if (!is_bool)
+			return config_error(file, key, "must be true or false");
+		r = json_object_get_boolean(v) ? push_arg(cfg, ca, "--%s", name) : 0;
+	} else if (o) {
+		r = push_values(cfg, ca, name, v, strcmp(name, "params") == 0);
+		if (r == -EINVAL)
+			return config_error(file, key,
+					    strcmp(name, "params") == 0
+						    ? "must be a string or an array of strings"
+						    : "must be a string or a number");
+	} else if (e && !e->meta) {
+		if (!is_bool)
+			return config_error(file, key, "must be true or false");
+		r = json_object_get_boolean(v) ? push_arg(cfg, ca, "--%s", name)
+		    : e->default_on	       ? push_arg(cfg, ca, "--no-%s", name)
+					       : 0;
+	} else if (e) {
+		r = push_values(cfg, ca, name, v, true);
+		if (r == -EINVAL)
+			return config_error(file, key, "must be a string or an array of strings");
+	} else if (strncmp(name, "no-", 3) == 0 && (e = registry_find(name + 3)) &&
+		   e->default_on && !e->meta) {
+		if (!is_bool)
+			return config_error(file, key, "must be true or false");
+		r = json_object_get_boolean(v) ? push_arg(cfg, ca, "--%s", name) : 0;
+	} else {
+		return config_error(file, key, "unknown key");
+	}
+	if (r == -E2BIG)
+		return config_error(file, key, "too many values in the file");
+	if (r < 0)
+		return config_error(file, key, strerror(-r));
+	return 0;
+}
+
+/* Read --config FILE into cfg->kernel and synthetic arguments. 0, or 2 after one error line. */
+static int load_config(struct vm_config *cfg, const char *file, struct config_args *ca)
+{
+	enum { MAX_CONFIG = 1 << 20 };
+	FILE *f = fopen(file, "re");
+	char *text = malloc(MAX_CONFIG + 1);
+	size_t n = f && text ? fread(text, 1, MAX_CONFIG + 1, f) : 0;
+	int rerr = !f ? errno : (!text ? ENOMEM : (ferror(f) ? EIO : 0));
+	if (f)
+		fclose(f);
+	if (rerr || n > MAX_CONFIG) {
+		free(text);
+		fprintf(stderr, "ringvm run: --config %s: %s\n", file,
+			rerr ? strerror(rerr) : "larger than 1 MiB");
+		return 2;
+	}
+	struct json_tokener *tok = json_tokener_new();
+	if (!tok) {
+		free(text);
+		return usage_error("out of memory%s", "");
+	}
+	struct json_object *root = json_tokener_parse_ex(tok, text, (int)n);
+	enum json_tokener_error jerr = json_tokener_get_error(tok);
+	size_t end = json_tokener_get_parse_end(tok);
+	if (root && jerr == json_tokener_success)
+		end += strspn(text + end, " \t\r\n");
+	if (!root || jerr != json_tokener_success || end != n) {
+		unsigned line = 1;
+		for (size_t i = 0; i < end && i < n; i++)
+			line += text[i] == '\n';
+		fprintf(stderr, "ringvm run: --config %s: line %u: not valid JSON (%s)\n", file, line,
+			jerr == json_tokener_continue	 ? "unexpected end of file"
+			: jerr == json_tokener_success ? "text after the object"
+							 : json_tokener_error_desc(jerr));
+		json_object_put(root);
+		json_tokener_free(tok);
+		free(text);
+		return 2;
+	}
+	json_tokener_free(tok);
+	free(text);
+	cfg->config_json = root;
+	if (!json_object_is_type(root, json_type_object)) {
+		fprintf(stderr, "ringvm run: --config %s: not a JSON object\n", file);
+		return 2;
+	}
+	json_object_object_foreach(root, key, v)
+	{
+		int r = config_key(cfg, ca, file, key, v);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Is a (an option without "=value") followed by its value as the next argument? */
+static bool takes_separate_value(const char *a)
+{
+	if (a[0] != '-' || !a[1])
+		return false;
+	if (a[1] != '-') {
+		const struct cli_option *o = a[2] ? NULL : find_short(a[1]);
+		return o && o->meta;
+	}
+	if (strchr(a, '='))
+		return false;
+	const struct cli_option *o = find_long(a + 2, strlen(a + 2));
+	const struct registry_entry *e = o ? NULL : registry_find(a + 2);
+	return (o && o->meta) || (e && e->meta);
+}
+
+/* The --config argument in argv (before any "--"), or NULL. */
+static const char *find_config_arg(int argc, char **argv, int *bad)
+{
+	const char *file = NULL;
+	*bad = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			file = argv[i] + 9;
+		else if (strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= argc) {
+				*bad = 1;
+				return NULL;
+			}
+			file = argv[++i];
+		} else if (takes_separate_value(argv[i]))
+			i++; /* the value of -p, --block...: not an option even if it looks like one */
+	}
+	return file;
+}
+
 static int usage_error(const char *fmt, const char *a)
 {
 	fprintf(stderr, "ringvm run: ");
@@ -336,19 +616,51 @@ static int usage_error(const char *fmt, const char *a)
 	return 2;
 }
 
+static int parse_args(int argc, char **argv, int nfile, const char *file,
+		      struct vm_config *cfg);
+
 int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
+{
+	struct config_args ca = {.n = 0};
+	int bad;
+	const char *file = find_config_arg(argc, argv, &bad);
+	if (bad)
+		return usage_error("option '%s' needs a value", "--config");
+	if (file) {
+		int r = load_config(cfg, file, &ca);
+		if (r)
+			return r;
+	}
+	/* The file's settings become arguments placed before the command line's. */
+	char **all = malloc(((size_t)argc + (size_t)ca.n + 1) * sizeof(*all));
+	if (!all)
+		return usage_error("out of memory%s", "");
+	all[0] = argv[0];
+	memcpy(all + 1, ca.v, (size_t)ca.n * sizeof(*all));
+	memcpy(all + 1 + ca.n, argv + 1, (size_t)(argc - 1) * sizeof(*all));
+	all[argc + ca.n] = NULL;
+	int r = parse_args(argc + ca.n, all, ca.n, file, cfg);
+	free(all);
+	return r;
+}
+
+/* argv[1..nfile] came from --config file (for error messages and overrides). */
+static int parse_args(int argc, char **argv, int nfile, const char *file, struct vm_config *cfg)
 {
 	char err[256];
 	bool only_positional = false;
+	bool kernel_from_file = cfg->kernel != NULL;
+	bool params_from_flags = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const struct cli_option *o = NULL;
 		const char *val = NULL;
 		bool inline_val = false;
 		if (only_positional || a[0] != '-' || a[1] == 0) {
-			if (cfg->kernel)
+			if (cfg->kernel && !kernel_from_file)
 				return usage_error("unexpected extra argument '%s'", a);
-			cfg->kernel = a;
+			cfg->kernel = a; /* the command line's KERNEL overrides the file's */
+			kernel_from_file = false;
 			continue;
 		}
 		if (strcmp(a, "--") == 0) {
@@ -421,9 +733,17 @@ int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
 				return usage_error("option '%s' needs a value", a);
 			val = argv[++i];
 		}
+		if (o->handle == opt_params && i > nfile && !params_from_flags) {
+			/* -p on the command line replaces the file's params. */
+			params_from_flags = true;
+			free(cfg->cmdline);
+			cfg->cmdline = NULL;
+		}
 		err[0] = 0;
 		if (o->handle(cfg, val, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ringvm run: %s\n", err[0] ? err : "invalid option value");
+			fprintf(stderr, "ringvm run: %s%s%s%s\n", i <= nfile ? "--config " : "",
+				i <= nfile ? file : "", i <= nfile ? ": " : "",
+				err[0] ? err : "invalid option value");
 			return 2;
 		}
 	}

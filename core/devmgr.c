@@ -280,8 +280,8 @@ int devmgr_start(struct vm *vm)
 }
 
 /*
- * IPC_METRICS on p's bus socket. The vCPUs have stopped, so nothing else
- * talks to the device; the lock keeps it that way. 0 or -errno.
+ * IPC_METRICS on p's bus socket, under the lock that serialises the vCPUs'
+ * request/reply pairs, so the reply read here is this request's. 0 or -errno.
  */
 static int fetch_metrics(struct proxy *p, struct ipc_metrics *out)
 {
@@ -338,6 +338,39 @@ static void json_metrics(FILE *f, const struct ipc_metrics *m)
 		first = false;
 	}
 	fprintf(f, "]}");
+}
+
+unsigned devmgr_count(struct vm *vm)
+{
+	return vm->devmgr ? vm->devmgr->n : 0;
+}
+
+int devmgr_info(struct vm *vm, unsigned i, struct devmgr_info *out)
+{
+	struct devmgr *m = vm->devmgr;
+	if (!m || i >= m->n)
+		return -ENOENT;
+	struct devmgr_dev *d = &m->dev[i];
+	*out = (struct devmgr_info){
+		.option = d->entry->option,
+		.slot = d->has_proxy ? d->proxy.slot : 0,
+		.pid = d->has_proxy ? d->proxy.pid : -1,
+		.pidfd = d->has_proxy ? d->proxy.child.pidfd : -1,
+		.sandboxed = !vm->cfg->disable_sandbox,
+		.alive = d->has_proxy && !atomic_load(&d->proxy.dead) &&
+			 !atomic_load(&d->proxy.shutting_down),
+	};
+	return 0;
+}
+
+int devmgr_metrics(struct vm *vm, unsigned i, struct ipc_metrics *out)
+{
+	struct devmgr *m = vm->devmgr;
+	if (!m || i >= m->n)
+		return -ENOENT;
+	if (!m->dev[i].has_proxy || atomic_load(&m->dev[i].proxy.shutting_down))
+		return -EPIPE;
+	return fetch_metrics(&m->dev[i].proxy, out);
 }
 
 /* --metrics-file: every device's IPC_METRICS as JSON (format in devices/virtio/README.md). */

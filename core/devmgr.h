@@ -9,6 +9,10 @@
 #ifndef RINGVM_CORE_DEVMGR_H
 #define RINGVM_CORE_DEVMGR_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "core/ipc.h"
 #include "core/vm.h"
 
 /*
@@ -23,6 +27,30 @@ int devmgr_start(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Ask every device to shut down and reap it; stop the vmctl thread. Idempotent. */
 void devmgr_stop(struct vm *vm);
+
+/* What the control socket reports about device i (devmgr_info). */
+struct devmgr_info {
+	const char *option; /* CLI option, e.g. "rng" */
+	unsigned slot;      /* PCI slot on bus 0 */
+	pid_t pid;          /* in ringvm's PID namespace */
+	int pidfd;          /* the process's pidfd (valid until devmgr_destroy), or -1 */
+	bool sandboxed;     /* jailed (not --disable-sandbox) */
+	bool alive;         /* not known to have died or been shut down */
+};
+
+/* Number of device processes (0 before devmgr_create). */
+unsigned devmgr_count(struct vm *vm);
+
+/* Describe device i. 0, or -ENOENT past the end. Thread-safe while the VM runs. */
+int devmgr_info(struct vm *vm, unsigned i, struct devmgr_info *out);
+
+/*
+ * Ask device i for its counters (IPC_METRICS on its bus socket, serialised
+ * with the vCPUs' accesses, bounded wait). 0, or -errno (-ENOENT past the
+ * end, -EPIPE when the device is gone).
+ */
+int devmgr_metrics(struct vm *vm, unsigned i, struct ipc_metrics *out)
+	__attribute__((warn_unused_result));
 
 /* Free everything (after devmgr_stop). */
 void devmgr_destroy(struct vm *vm);

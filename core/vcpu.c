@@ -255,6 +255,9 @@ static void *vcpu_thread(void *arg)
 		atomic_compare_exchange_strong(&vm->first_run_ns, &zero, now_ns());
 	}
 	while (!atomic_load(&vm->stopping)) {
+		/* Checked after every exit: a pause kick leaves KVM_RUN with EINTR. */
+		if (atomic_load(&vm->pause_requested))
+			vm_pause_point(vm);
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			/* EINTR: kicked or a stray signal; EAGAIN: an AP just got its SIPI. */
 			if (errno == EINTR || errno == EAGAIN) {

@@ -12,12 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "arch/x86_64/boot.h"
 #include "arch/x86_64/layout.h"
+#include "core/control.h"
+#include "core/control_vm.h"
 #include "core/devmgr.h"
 #include "core/kvm.h"
 #include "core/log.h"
@@ -25,7 +28,17 @@
 #include "core/vm.h"
 #include "core/vm_legacy.h"
 
+/*
+ * What the signal handler may touch (async-signal-safe only): the first
+ * SIGINT/SIGTERM/SIGHUP asks for an orderly stop through stop_fd; a second
+ * one kills the device processes, removes the control socket and exits.
+ */
 static int stop_fd_for_signals = -1;
+static atomic_int signals_seen;
+static volatile sig_atomic_t first_signal;
+static int force_kill_pidfds[VM_MAX_DEVICES];
+static atomic_uint n_force_kill_pidfds;
+static char force_unlink_path[108];
 
 static uint64_t now_ns(void)
 {
@@ -49,10 +62,98 @@ void vm_request_stop(struct vm *vm, int code, const char *reason)
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	uint64_t one = 1;
-	ssize_t w = write(stop_fd_for_signals, &one, sizeof(one));
+	int saved = errno;
+	if (atomic_fetch_add(&signals_seen, 1) == 0) {
+		first_signal = sig;
+		uint64_t one = 1;
+		ssize_t w = write(stop_fd_for_signals, &one, sizeof(one));
+		(void)w;
+		errno = saved;
+		return;
+	}
+	/* Forced: no orderly teardown, but nothing left behind either. */
+	unsigned n = atomic_load(&n_force_kill_pidfds);
+	for (unsigned i = 0; i < n && i < VM_MAX_DEVICES; i++)
+		if (force_kill_pidfds[i] >= 0) /* a pidfd: never another process, even once reaped */
+			syscall(SYS_pidfd_send_signal, force_kill_pidfds[i], SIGKILL, NULL, 0);
+	if (force_unlink_path[0])
+		unlink(force_unlink_path);
+	static const char msg[] = "ringvm: second signal: forced exit, device processes killed\n";
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)w;
+	_exit(128 + sig);
+}
+
+/* Let a forced exit (second signal) kill the device processes. */
+static void arm_forced_exit(struct vm *vm)
+{
+	unsigned n = 0;
+	struct devmgr_info info;
+	for (unsigned i = 0; i < VM_MAX_DEVICES && devmgr_info(vm, i, &info) == 0; i++)
+		force_kill_pidfds[n++] = info.pidfd;
+	atomic_store(&n_force_kill_pidfds, n);
+	if (vm->control)
+		snprintf(force_unlink_path, sizeof(force_unlink_path), "%s",
+			 control_path(vm->control));
+}
+
+/* Before the pidfds are closed (devmgr_destroy) and the socket removed (control_destroy). */
+static void disarm_forced_exit(void)
+{
+	atomic_store(&n_force_kill_pidfds, 0);
+	force_unlink_path[0] = 0;
+}
+
+int vm_pause(struct vm *vm, int timeout_ms)
+{
+	unsigned want = 0;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		want += vm->vcpus && vm->vcpus[i].started;
+	pthread_mutex_lock(&vm->pause_lock);
+	if (atomic_load(&vm->stopping)) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return -ESHUTDOWN;
+	}
+	atomic_store(&vm->pause_requested, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	int r = 0;
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->paused_vcpus < want && !atomic_load(&vm->stopping) && r == 0)
+		r = pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &dl);
+	if (atomic_load(&vm->stopping))
+		r = ESHUTDOWN;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return -r;
+}
+
+int vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_requested, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return atomic_load(&vm->stopping) ? -ESHUTDOWN : 0;
+}
+
+void vm_pause_point(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->paused_vcpus++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->pause_requested) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->paused_vcpus--;
+	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 static int install_signals(struct vm *vm)
@@ -92,13 +193,17 @@ static int load_kernel(struct vm *vm, struct x86_boot_info *info)
 static void stop_vcpus(struct vm *vm)
 {
 	atomic_store(&vm->stopping, true);
+	/* Paused vCPUs wait on the condition variable, not in KVM_RUN. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 }
 
-/* Wait until a stop request or a signal; a signal stops the VM with status 0. */
+/* Wait until a stop request or a signal; a signal stops the VM with status 0 (as `stop`). */
 static void wait_for_stop(struct vm *vm)
 {
 	for (;;) {
@@ -109,8 +214,14 @@ static void wait_for_stop(struct vm *vm)
 		if (n < 0 && errno != EINTR)
 			break;
 	}
-	if (!atomic_load(&vm->stopping))
-		vm_request_stop(vm, VM_EXIT_OK, "stopped by signal");
+	if (!atomic_load(&vm->stopping)) {
+		/* Only the signal handler writes stop_fd without a request. */
+		char why[96];
+		const char *name = sigabbrev_np(first_signal);
+		snprintf(why, sizeof(why), "stopping on SIG%s (send it again to force)",
+			 name ? name : "?");
+		vm_request_stop(vm, VM_EXIT_OK, why);
+	}
 }
 
 static int check_cpus(struct vm *vm)
@@ -190,6 +301,12 @@ int vm_run(const struct vm_config *cfg)
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->serial_out_fd = -1;
 	vm->ncpus = cfg->ncpus;
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* vm_pause's deadline */
+	pthread_cond_init(&vm->pause_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (vm->stop_fd < 0) {
 		log_error("eventfd: %s", strerror(errno));
@@ -197,6 +314,11 @@ int vm_run(const struct vm_config *cfg)
 	}
 	if (install_signals(vm) < 0) {
 		log_error("cannot install signal handlers: %s", strerror(errno));
+		goto out_stopfd;
+	}
+	/* Before the VM exists: an unusable --socket is a usage error, found at once. */
+	if (control_vm_create(vm) < 0) {
+		code = VM_EXIT_USAGE;
 		goto out_stopfd;
 	}
 	if (kvm_init_vm(vm) < 0)
@@ -226,6 +348,7 @@ int vm_run(const struct vm_config *cfg)
 	/* Fork the device processes now, while this process is still single-threaded. */
 	if (devmgr_create(vm) < 0)
 		goto out_legacy;
+	arm_forced_exit(vm);
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		goto out_legacy;
@@ -243,6 +366,8 @@ int vm_run(const struct vm_config *cfg)
 			vm_request_stop(vm, VM_EXIT_ERROR, NULL);
 			break;
 		}
+	if (vm->control && control_vm_start(vm) < 0)
+		vm_request_stop(vm, VM_EXIT_ERROR, "cannot start the control thread");
 	log_info("VM started: %u vCPU(s), %llu MiB, start-up %.2f ms", vm->ncpus,
 		 (unsigned long long)cfg->mem_mib, (double)(now_ns() - vm->start_ns) / 1e6);
 	wait_for_stop(vm);
@@ -262,6 +387,10 @@ out_vcpus:
 	devmgr_stop(vm);
 	vm_legacy_stop(vm);
 out_legacy:
+	disarm_forced_exit();
+	/* The control thread reads device state: it goes before the devices are freed. */
+	control_destroy(vm->control);
+	vm->control = NULL;
 	(void)memslot_end(&memslot);
 	free(vm->vcpus);
 	devmgr_destroy(vm);
@@ -276,8 +405,12 @@ out_mem:
 out_kvm:
 	kvm_close(vm);
 out_stopfd:
+	disarm_forced_exit();
+	control_destroy(vm->control);
 	close(vm->stop_fd);
 out_free:
+	pthread_cond_destroy(&vm->pause_cond);
+	pthread_mutex_destroy(&vm->pause_lock);
 	free(vm);
 	return code;
 }

@@ -15,9 +15,12 @@
 #include "core/guest_mem.h"
 #include "core/pci.h"
 
-/* Process exit statuses, documented in `ringvm run --help` and the README. */
+/*
+ * Process exit statuses, documented in `ringvm run --help` and the README.
+ * A second SIGINT/SIGTERM/SIGHUP forces an immediate exit with 128 + signal.
+ */
 enum vm_exit {
-	VM_EXIT_OK = 0,          /* guest reset or shut down */
+	VM_EXIT_OK = 0,          /* guest reset or shut down, or a stop request */
 	VM_EXIT_ERROR = 1,       /* VMM or KVM error (incl. KVM emulation failure) */
 	VM_EXIT_USAGE = 2,       /* bad arguments or unusable kernel/initrd */
 	VM_EXIT_GUEST_CRASH = 3, /* guest triple fault or crash event */
@@ -51,6 +54,11 @@ struct vm_config {
 	bool disable_sandbox;            /* --disable-sandbox: device processes run unjailed */
 	bool seccomp_log;                /* --seccomp-log: log seccomp violations, don't kill */
 	const char *metrics_file;        /* --metrics-file: device metrics as JSON at shutdown */
+	const char *socket_path;         /* --socket: control socket file or directory */
+	/* --config: what the file's values point into (owned; cli_config_free). */
+	void *config_json;
+	char **config_strs;
+	unsigned n_config_strs;
 };
 
 struct vcpu;
@@ -59,6 +67,7 @@ struct i8042;
 struct rtc;
 struct port80;
 struct devmgr;
+struct control;
 
 struct vm {
 	const struct vm_config *cfg;
@@ -80,6 +89,16 @@ struct vm {
 	atomic_bool stopping;
 	atomic_int exit_code;       /* first vm_request_stop() wins */
 	uint64_t start_ns;          /* CLOCK_MONOTONIC at vm_run() entry */
+	struct control *control;    /* --socket server, or NULL */
+	/*
+	 * Pause: vCPUs that see pause_requested at the top of their loop park
+	 * in vm_pause_point() on pause_cond until it is cleared or the VM
+	 * stops; paused_vcpus counts the parked ones (under pause_lock).
+	 */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_requested;
+	unsigned paused_vcpus;
 	atomic_ullong first_run_ns; /* monotonic time of the first KVM_RUN, for benchmarks */
 };
 
@@ -88,6 +107,19 @@ struct vm {
  * call decides the exit code. Async-signal-unsafe: call from threads only.
  */
 void vm_request_stop(struct vm *vm, int code, const char *reason);
+
+/*
+ * Pause every vCPU: kick them out of KVM_RUN and wait (up to timeout_ms)
+ * until all are parked. Idempotent. 0, -ETIMEDOUT (the request stays: they
+ * park as they come out), or -ESHUTDOWN when the VM is stopping.
+ */
+int vm_pause(struct vm *vm, int timeout_ms);
+
+/* Release paused vCPUs. Idempotent. 0, or -ESHUTDOWN when the VM is stopping. */
+int vm_resume(struct vm *vm);
+
+/* Called by a vCPU thread that saw pause_requested: park until resumed or stopping. */
+void vm_pause_point(struct vm *vm);
 
 /* Build, run and tear down the VM. Returns a vm_exit status. */
 int vm_run(const struct vm_config *cfg);

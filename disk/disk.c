@@ -15,6 +15,7 @@
 #include <linux/fs.h>
 
 #include "disk/disk.h"
+#include "disk/qcow2.h"
 
 static int fail(char *err, size_t errlen, int e, const char *path, const char *what)
 {
@@ -41,6 +42,13 @@ static int image_size(int fd, const struct stat *st, uint64_t *out)
 
 int disk_open(struct disk *d, const struct disk_open_params *p, char *err, size_t errlen)
 {
+	struct disk_chain chain = {0};
+	return disk_open_chain(d, p, &chain, err, errlen);
+}
+
+int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct disk_chain *chain,
+                    char *err, size_t errlen)
+{
 	struct stat st;
 	int r;
 
@@ -49,9 +57,8 @@ int disk_open(struct disk *d, const struct disk_open_params *p, char *err, size_
 	if (!p->path || !*p->path)
 		return fail(err, errlen, -EINVAL, "(none)", "no image path");
 	snprintf(d->path, sizeof(d->path), "%s", p->path);
-	if (p->format == DISK_FORMAT_QCOW2)
-		return fail(err, errlen, -ENOTSUP, p->path,
-		            "qcow2 is not supported yet (use a raw image)");
+	if (chain->depth > DISK_MAX_CHAIN)
+		return fail(err, errlen, -EMLINK, p->path, "backing chain is too deep");
 
 	int flags = (p->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
 	if (p->direct)
@@ -82,6 +89,14 @@ int disk_open(struct disk *d, const struct disk_open_params *p, char *err, size_
 		r = fail(err, errlen, -errno, p->path, NULL);
 		goto err;
 	}
+	for (unsigned i = 0; i < chain->depth; i++)
+		if (chain->dev[i] == (uint64_t)st.st_dev && chain->ino[i] == (uint64_t)st.st_ino) {
+			r = fail(err, errlen, -ELOOP, p->path, "backing chain refers back to itself");
+			goto err;
+		}
+	chain->dev[chain->depth] = (uint64_t)st.st_dev;
+	chain->ino[chain->depth] = (uint64_t)st.st_ino;
+	chain->depth++;
 	r = image_size(d->fd, &st, &d->size);
 	if (r < 0) {
 		fail(err, errlen, r, p->path,
@@ -111,16 +126,28 @@ int disk_open(struct disk *d, const struct disk_open_params *p, char *err, size_
 		r = fail(err, errlen, -errno, p->path, NULL);
 		goto err;
 	}
-	if (got >= 4 && memcmp(magic, DISK_QCOW2_MAGIC, 4) == 0) {
-		r = fail(err, errlen, -ENOTSUP, p->path,
-		         p->format == DISK_FORMAT_RAW
-		             ? "looks like qcow2 but format=raw was asked for; qcow2 is not "
-		               "supported yet"
-		             : "is a qcow2 image: qcow2 is not supported yet (use a raw image)");
+	bool is_qcow2 = got >= 4 && memcmp(magic, DISK_QCOW2_MAGIC, 4) == 0;
+	if (is_qcow2 && p->format == DISK_FORMAT_RAW) {
 		/* format=raw on a qcow2 file is allowed by QEMU, but it would let
 		 * the guest see and rewrite the metadata of an image the user
-		 * thinks is qcow2: refuse until qcow2 support lands. */
+		 * thinks is qcow2. */
+		r = fail(err, errlen, -ENOTSUP, p->path,
+		         "looks like qcow2 but format=raw was asked for (use format=qcow2)");
 		goto err;
+	}
+	if (!is_qcow2 && p->format == DISK_FORMAT_QCOW2) {
+		r = fail(err, errlen, -EINVAL, p->path, "not a qcow2 image (bad magic)");
+		goto err;
+	}
+	if (is_qcow2) {
+		d->auto_detected = p->format == DISK_FORMAT_AUTO;
+		d->read_only = p->read_only;
+		d->direct = p->direct;
+		d->io_fd = d->fd;
+		r = qcow2_open(d, p, chain, err, errlen);
+		if (r < 0)
+			goto err;
+		return 0;
 	}
 	if (d->size < 512) {
 		r = fail(err, errlen, -EINVAL, p->path, "image is smaller than one 512-byte sector");
@@ -147,6 +174,20 @@ void disk_close(struct disk *d)
 	if (d->fd >= 0)
 		close(d->fd);
 	d->fd = d->io_fd = -1;
+	if (d->backing) {
+		disk_close(d->backing);
+		free(d->backing);
+		d->backing = NULL;
+	}
+}
+
+unsigned disk_fds(const struct disk *d, int *fds, unsigned max)
+{
+	unsigned n = 0;
+	for (; d && d->fd >= 0; d = d->backing, n++)
+		if (n < max)
+			fds[n] = d->fd;
+	return n;
 }
 
 bool disk_write_is_format_probe(const struct disk *d, const struct iovec *iov, unsigned n,

@@ -1,5 +1,5 @@
 /*
- * Disk images behind one small ops table: raw files now, qcow2 next. A disk
+ * Disk images behind one small ops table: raw files and qcow2. A disk
  * is opened in the main process (disk_open: permissions, O_DIRECT, the
  * image lock, format detection) and then used from a device process, where
  * every operation is an awaitable io_uring operation on the executor of the
@@ -74,6 +74,7 @@ struct disk {
 	bool direct;   /* O_DIRECT: buffers, offsets and lengths must be aligned */
 	char path[256]; /* for messages (truncated) */
 	void *priv;     /* format state */
+	struct disk *backing; /* qcow2: the backing image, opened by disk_open (owned), or NULL */
 };
 
 /* How to open an image. */
@@ -82,6 +83,16 @@ struct disk_open_params {
 	enum disk_format format; /* DISK_FORMAT_AUTO: detect */
 	bool read_only;          /* O_RDONLY and a shared lock; else O_RDWR and an exclusive one */
 	bool direct;             /* O_DIRECT */
+	uint64_t l2_cache_bytes; /* qcow2 L2 cache (0: cover the image, up to 32 MiB) */
+};
+
+/* Backing chains: at most this many images below the top one. */
+#define DISK_MAX_CHAIN 16
+
+/* The files of a chain being opened (loops are refused by inode). */
+struct disk_chain {
+	unsigned depth;
+	uint64_t dev[DISK_MAX_CHAIN + 1], ino[DISK_MAX_CHAIN + 1];
 };
 
 /*
@@ -91,12 +102,31 @@ struct disk_open_params {
  * format detected or checked. On failure one line naming the path and the
  * reason goes to err (errlen bytes) and -errno is returned:
  *  -EBUSY      another process holds a conflicting lock on the image
- *  -ENOTSUP    qcow2 (asked for, or detected): not supported yet
- *  -EINVAL     not a regular file or block device, or empty
+ *  -ENOTSUP    an unsupported qcow2 feature (named in err), or format=raw
+ *              asked for on a file that starts with the qcow2 magic
+ *  -EINVAL     not a regular file or block device, or empty; a malformed
+ *              qcow2 image (the field is named in err)
+ *  -EUCLEAN    a dirty qcow2 image (lazy refcounts) opened read-write
+ *  -ELOOP      a backing chain that refers back to itself; -EMLINK: deeper
+ *              than DISK_MAX_CHAIN
  *  other       what open/fstat/flock/pread said (-ENOENT, -EACCES, ...)
- * On success *d is ready (io_fd == fd) and owns the descriptor.
+ * On success *d is ready (io_fd == fd) and owns the descriptor, and (qcow2)
+ * its backing chain, opened read-only with shared locks: the device process
+ * must keep every fd disk_fds lists. A qcow2 image with the corrupt bit is
+ * opened read-only (d->read_only set even if read-write was asked for).
  */
 int disk_open(struct disk *d, const struct disk_open_params *p, char *err, size_t errlen) DISK_WUR;
+
+/* disk_open for a member of a backing chain (qcow2 uses it for its backing file). */
+int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct disk_chain *chain,
+                    char *err, size_t errlen) DISK_WUR;
+
+/*
+ * The descriptors d's operations use: the image's, then its backing
+ * chain's, top first. Stores at most max and returns how many there are
+ * (a device process keeps all of them across its jail).
+ */
+unsigned disk_fds(const struct disk *d, int *fds, unsigned max);
 
 /* Close the image (and release its lock). Idempotent; a zeroed disk with fd -1 is fine. */
 void disk_close(struct disk *d);
@@ -113,5 +143,7 @@ bool disk_write_is_format_probe(const struct disk *d, const struct iovec *iov, u
 
 /* The raw format (disk/raw.c). */
 extern const struct disk_ops disk_raw_ops;
+/* The qcow2 format (disk/qcow2*.c, disk/qcow2.h). */
+extern const struct disk_ops disk_qcow2_ops;
 
 #endif

@@ -91,8 +91,10 @@ static int submit(struct ctx *c, uint16_t q, unsigned slot)
 /* Kick q only if the device asked for it (EVENT_IDX avail_event), as Linux does. */
 static int maybe_kick(struct ctx *c, uint16_t q, uint16_t old_idx)
 {
-	uint16_t new_idx = c->v.ring[q].avail_idx, ev = vring_avail_event(&c->v.ring[q]);
+	/* Full fence: our avail->idx store before the avail_event load (the
+	 * device does the mirror image), or both sides can miss each other. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	uint16_t new_idx = c->v.ring[q].avail_idx, ev = vring_avail_event(&c->v.ring[q]);
 	if ((uint16_t)(new_idx - ev - 1) < (uint16_t)(new_idx - old_idx))
 		return vdriver_kick(&c->v, q);
 	return 0;
@@ -143,6 +145,15 @@ static int run_one(const char *file, bool sandbox, uint16_t nq, unsigned qd, boo
 			if (!vring_used_pending(&c.v.ring[q])) {
 				int n = vdriver_wait_irq(&c.v, q + 1u, VDRIVER_TIMEOUT_MS);
 				if (n < 0 && !vring_used_pending(&c.v.ring[q])) {
+					struct ipc_metrics dm;
+					struct vring *vr = &c.v.ring[q];
+					int mr = vdriver_metrics(&c.v, &dm);
+					fprintf(stderr,
+					        "stalled: q%u avail_idx %u avail_event %u used_idx %u "
+					        "last_used %u; device (%d): inflight %" PRIu64
+					        " requests %" PRIu64 " notifications %" PRIu64 "\n",
+					        q, vr->avail_idx, vring_avail_event(vr), vring_used_idx(vr),
+					        vr->last_used, mr, dm.inflight, dm.requests, dm.notifications);
 					r = n;
 					goto out;
 				}

@@ -26,7 +26,8 @@ struct blk_req {
 	struct virtq_chain chain;
 	struct blk_req_desc d;
 	struct iovec iov[VIRTQ_MAX_SIZE]; /* the data, as views of the chain's buffers */
-	uint8_t sector0[BLK_SECTOR];      /* copy of a write to sector 0 (format-probe check) */
+	uint8_t *bounce; /* BLK_BOUNCE bytes, page-aligned: a private copy of the start of a
+	                    write to sector 0 (format-probe check; aligned for O_DIRECT) */
 	struct blk_queue *q;
 	struct exec_task *task; /* spawned on first use, lives until reset */
 	struct exec_sem go;     /* posted when the slot holds a request */
@@ -34,10 +35,14 @@ struct blk_req {
 	uint64_t t_pop; /* exec_now() when taken off the avail ring */
 };
 
+/* Bytes of a sector-0 write checked and written from a private copy. */
+#define BLK_BOUNCE 4096u
+
 struct blk_queue {
 	struct blk *blk;
 	struct virtio_queue *vq;
 	struct blk_req *reqs; /* vq->vq.size slots, allocated on the first kick */
+	uint8_t *bounce;      /* vq->vq.size × BLK_BOUNCE, page-aligned, touched only when used */
 	unsigned nreqs;
 	struct blk_req *free;
 	unsigned active;     /* handed to a slot and not yet finished (signal included) */
@@ -145,20 +150,22 @@ static uint8_t do_write(struct exec *ex, struct blk *b, struct blk_req *req)
 	unsigned n = 0;
 	virtq_reader_init(&rd, &req->chain);
 	virtq_reader_advance(&rd, BLK_HDR_LEN);
-	if (req->d.off == 0 && b->disk.auto_detected) {
+	if (req->d.off == 0 && b->disk.auto_detected && len) {
 		/*
 		 * An auto-detected raw image must never become a qcow2 image: the
 		 * next auto-detecting open would follow a guest-chosen backing
-		 * file. Check a private copy of the sector (the guest can rewrite
-		 * its buffer at any time) and write that copy.
+		 * file. Check a private copy of the start (the guest can rewrite
+		 * its buffer at any time) and write that copy: page-aligned and a
+		 * page long (or the whole write), so O_DIRECT takes it too.
 		 */
-		if (virtq_reader_read(&rd, req->sector0, BLK_SECTOR) != BLK_SECTOR)
+		size_t head = len < BLK_BOUNCE ? len : BLK_BOUNCE;
+		if (virtq_reader_read(&rd, req->bounce, head) != head)
 			return VIRTIO_BLK_S_IOERR;
-		req->iov[0] = (struct iovec){.iov_base = req->sector0, .iov_len = BLK_SECTOR};
+		req->iov[0] = (struct iovec){.iov_base = req->bounce, .iov_len = head};
 		if (disk_write_is_format_probe(&b->disk, req->iov, 1, 0))
 			return VIRTIO_BLK_S_IOERR;
 		n = 1;
-		len -= BLK_SECTOR;
+		len -= head;
 	}
 	n += virtq_reader_iov(&rd, req->iov + n, VIRTQ_MAX_SIZE - n, len, &bytes);
 	if (bytes != len)
@@ -229,9 +236,14 @@ static int slot_task(struct exec *ex, void *arg)
 static int queue_alloc(struct blk *b, struct blk_queue *q, struct virtio_queue *vq)
 {
 	unsigned n = vq->vq.size;
+	void *bounce = NULL;
 	q->reqs = calloc(n, sizeof(*q->reqs));
-	if (!q->reqs)
+	if (!q->reqs || posix_memalign(&bounce, 4096, (size_t)n * BLK_BOUNCE)) {
+		free(q->reqs);
+		q->reqs = NULL;
 		return -ENOMEM;
+	}
+	q->bounce = bounce;
 	q->blk = b;
 	q->vq = vq;
 	q->nreqs = n;
@@ -239,6 +251,7 @@ static int queue_alloc(struct blk *b, struct blk_queue *q, struct virtio_queue *
 	for (unsigned i = n; i-- > 0;) {
 		struct blk_req *req = &q->reqs[i];
 		req->q = q;
+		req->bounce = q->bounce + (size_t)i * BLK_BOUNCE;
 		exec_sem_init(&req->go, 0);
 		req->next_free = q->free;
 		q->free = req;
@@ -333,6 +346,7 @@ static void blk_reset(struct virtio_dev *d)
 			req->task = NULL;
 		}
 		free(q->reqs);
+		free(q->bounce);
 		memset(q, 0, sizeof(*q));
 	}
 }

@@ -9,6 +9,7 @@
 
 static const struct registry_entry *const table[] = {
     &blk_entry,
+    &net_entry,
     &rng_entry,
 };
 

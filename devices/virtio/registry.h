@@ -80,6 +80,7 @@ const struct registry_entry *registry_at(size_t i);
 
 /* Each device file exports its entry; the table in registry.c lists them. */
 extern const struct registry_entry blk_entry;
+extern const struct registry_entry net_entry;
 extern const struct registry_entry rng_entry;
 
 #endif

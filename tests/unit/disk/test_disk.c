@@ -106,21 +106,23 @@ Test(disk_open, refusals_name_the_path)
 	rmimage();
 }
 
-Test(disk_open, qcow2_is_refused_for_now)
+/* A file with the qcow2 magic and a broken header is never opened, as qcow2 or as raw. */
+Test(disk_open, qcow2_magic_never_opened_as_raw)
 {
 	char err[256];
 	struct disk d;
 	mkimage(1 << 20);
 	cr_assert_eq(pwrite(tfd, DISK_QCOW2_MAGIC "\0\0\0\3", 8, 0), 8);
 	for (int f = DISK_FORMAT_AUTO; f <= DISK_FORMAT_QCOW2; f++) {
-		cr_expect_eq(open_img(&d, (enum disk_format)f, false, false, err, sizeof(err)),
-		             -ENOTSUP, "format %d", f);
-		cr_expect_not_null(strstr(err, "qcow2 is not supported yet"), "%s", err);
-		cr_expect_not_null(strstr(err, path), "%s", err);
+		err[0] = 0;
+		cr_expect_lt(open_img(&d, (enum disk_format)f, false, false, err, sizeof(err)), 0,
+		             "format %d", f);
+		cr_expect_not_null(strstr(err, path), "format %d: %s", f, err);
+		cr_expect_eq(d.fd, -1);
 	}
-	/* format=qcow2 on a raw file: refused the same way. */
+	/* format=qcow2 on a file without the magic: refused the same way. */
 	cr_assert_eq(pwrite(tfd, "\0\0\0\0", 4, 0), 4);
-	cr_expect_eq(open_img(&d, DISK_FORMAT_QCOW2, false, false, err, sizeof(err)), -ENOTSUP);
+	cr_expect_lt(open_img(&d, DISK_FORMAT_QCOW2, false, false, err, sizeof(err)), 0);
 	rmimage();
 }
 

@@ -1,0 +1,78 @@
+/*
+ * virtio-net device state shared by net.c (configuration, control queue,
+ * activate/reset, registry entry) and net_io.c (the TX and RX hot paths).
+ * Private to those two files.
+ */
+#ifndef RINGVM_DEVICES_VIRTIO_NET_PRIV_H
+#define RINGVM_DEVICES_VIRTIO_NET_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtio/net.h"
+#include "devices/virtio/registry.h"
+
+/* RX: chains held per pair with MRG_RXBUF (enough for a 64 KiB frame in
+ * 1.5 KiB buffers), iovecs per read, frames per batch before signalling. */
+#define NET_RX_HOLD  64
+#define NET_RX_IOV   1024
+#define NET_RX_BATCH 64
+/* TX: frames per batch before an early signal (lets a flooding guest refill). */
+#define NET_TX_BATCH 64
+
+struct net;
+
+/* Counters, per direction (IPC_METRICS carries a summary, see net_metrics). */
+struct net_stats {
+	uint64_t tx_packets, tx_bytes, tx_drops, tx_errors, tx_irqs;
+	uint64_t rx_packets, rx_bytes, rx_drops, rx_irqs, rx_bad_chains;
+	uint64_t ctrl_cmds, ctrl_errs;
+	uint64_t tx_drop_reason[8]; /* by enum net_tx_verdict */
+};
+
+/* The receive side of one queue pair: its coroutine and the chains it holds. */
+struct net_rx {
+	struct net *n;
+	unsigned pair;
+	struct exec_task *task;
+	struct exec_sem kick;    /* posted on RX queue kicks and pair changes */
+	bool active;             /* pair < the pairs in use (MQ) */
+	struct virtq_chain *held; /* ring of hold_max popped chains, oldest at first */
+	unsigned hold_max, first, nheld;
+	struct iovec iov[NET_RX_IOV + 1]; /* + the spare byte */
+	uint8_t spare;
+	uint32_t cover[NET_RX_HOLD]; /* bytes of each held chain the iovecs cover */
+};
+
+struct net {
+	struct virtio_dev vdev;       /* first: what the transport sees */
+	struct virtio_device_ops ops; /* net_ops with this device's queues and features */
+	struct net_opts opts;
+	struct net_backend be;
+	struct virtio_net_config cfg; /* little-endian, as the driver reads it */
+	unsigned npairs;              /* configured queue pairs */
+	/* From the negotiated features (activate). */
+	unsigned curr_pairs;
+	uint16_t ctrl_index; /* the control queue: 2·max pairs with MQ, else 2 */
+	bool mrg, guest_csum;
+	uint32_t rx_want; /* bytes (header included) one frame may need */
+	struct net_tx_limits txl;
+	bool promisc, allmulti;
+	struct net_rx rx[NET_MAX_PAIRS];
+	struct virtq_chain tx_chain[NET_MAX_PAIRS];
+	struct iovec tx_iov[VIRTQ_MAX_SIZE + 1];
+	struct virtq_chain ctrl_chain;
+	struct net_stats st;
+};
+
+/* TX queue kick: send every available frame (net_io.c). */
+int net_tx_kick(struct net *n, struct virtio_queue *q, unsigned pair);
+
+/* RX: start / stop the coroutine of a pair (net_io.c). 0 or -errno. */
+int net_rx_start(struct net *n, unsigned pair);
+void net_rx_stop(struct net *n, unsigned pair);
+
+/* Signal q and add the interrupts it raised to *irqs. */
+void net_signal(struct net *n, struct virtio_queue *q, uint64_t *irqs);
+
+#endif
