@@ -183,6 +183,20 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 			        (unsigned long long)c, 0);
 	}
 	r = 0;
+	if (out->fixed_leaks || out->fixed_corruptions) {
+		/* What remains after the repair (copied flags follow the new refcounts). */
+		struct qcow2_check again;
+		free(w.ref);
+		w.ref = NULL;
+		r = qcow2_check(d, ex, 0, &again);
+		if (r == 0) {
+			again.fixed_leaks = out->fixed_leaks;
+			again.fixed_corruptions = out->fixed_corruptions;
+			again.leaks += again.fixed_leaks;
+			again.corruptions += again.fixed_corruptions;
+			*out = again;
+		}
+	}
 out:
 	free(w.ref);
 	return r;

@@ -501,17 +501,32 @@ out:
 	return r;
 }
 
-/* Give cluster block b a refcount block at its first cluster (self-describing). */
-static int new_refblock(struct qcow2 *q, struct exec *ex, uint64_t b)
+/*
+ * Give cluster block b a refcount block at cluster `at` (free, outside the
+ * run being allocated): described by itself when it lies in b, else by the
+ * block covering it (created first, self-describing, when missing).
+ */
+static int new_refblock(struct qcow2 *q, struct exec *ex, uint64_t b, uint64_t at)
 {
 	if (b >= q->rt_entries)
 		return grow_rt(q, ex, b + 1);
-	uint64_t c = b << q->rb_bits, off = c << q->cluster_bits;
-	struct qc_ent *e;
-	int r = qc_cache_get(q, ex, &q->rbc, off, false, &e);
-	if (r < 0)
+	uint64_t ab = at >> q->rb_bits, off = at << q->cluster_bits;
+	struct qc_ent *e, *host = NULL;
+	int r;
+	if (ab != b) {
+		if ((r = rb_load(q, ex, at, &host)) < 0)
+			return r;
+		if (!host)
+			return new_refblock(q, ex, ab, at);
+		r = rc_store(q, ex, host, at, 1);
+		qc_cache_put(ex, &q->rbc, host);
+		if (r < 0)
+			return r;
+	}
+	if ((r = qc_cache_get(q, ex, &q->rbc, off, false, &e)) < 0)
 		return r;
-	rb_set(q, e->buf, 0, 1);
+	if (ab == b)
+		rb_set(q, e->buf, at & ((1ULL << q->rb_bits) - 1), 1);
 	r = qc_pwrite(q, ex, e->buf, q->cs, off);
 	qc_cache_put(ex, &q->rbc, e);
 	if (r < 0) {
@@ -527,11 +542,12 @@ int64_t qc_alloc(struct qcow2 *q, struct exec *ex, uint64_t n)
 	int r = exec_sem_wait(ex, &q->alloc_lock);
 	if (r < 0)
 		return r;
+retry:;
 	uint64_t start = q->free_hint, c = start, v;
 	for (;;) {
 		if (c - start == n)
 			break;
-		if ((c << q->cluster_bits) >> q->cluster_bits != c || c >= (QC_MAX_VSIZE >> q->cluster_bits)) {
+		if (c >= (QC_MAX_VSIZE >> q->cluster_bits)) {
 			r = -ENOSPC;
 			goto out;
 		}
@@ -544,16 +560,24 @@ int64_t qc_alloc(struct qcow2 *q, struct exec *ex, uint64_t n)
 		}
 		c++;
 	}
-	/* Every cluster of the run needs a block; creating one may take part of the run. */
+	/* Every cluster of the run needs a block; new blocks go past the run. */
 	for (c = start; c < start + n; c++) {
 		struct qc_ent *e;
 		r = rb_load(q, ex, c, &e);
 		if (r < 0)
 			goto out;
 		if (!e) {
-			r = new_refblock(q, ex, c >> q->rb_bits);
-			exec_sem_post(ex, &q->alloc_lock);
-			return r < 0 ? r : qc_alloc(q, ex, n);
+			uint64_t at = start + n;
+			for (;; at++) {
+				if ((r = qc_refcount(q, ex, at, &v)) < 0)
+					goto out;
+				if (!v)
+					break;
+			}
+			r = new_refblock(q, ex, c >> q->rb_bits, at);
+			if (r < 0)
+				goto out;
+			goto retry;
 		}
 		qc_cache_put(ex, &q->rbc, e);
 	}

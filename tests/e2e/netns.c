@@ -131,6 +131,7 @@ void netns_destroy_all(void)
 
 int netns_create(struct netns *ns, unsigned mtu, bool multi_queue, char *err, size_t errlen)
 {
+	netns_destroy_all(); /* one at a time: a previous test in this process may have left one */
 	memset(ns, 0, sizeof(*ns));
 	reap_stale();
 	if (!atexit_done) {

@@ -553,13 +553,17 @@ static bool reply_in_place(struct net_dev *n, unsigned q, const uint16_t *slot,
 	net_st16(h, flags); /* flags, gso_type NONE */
 	net_st16(h + 10, 0); /* num_buffers: 0 on TX */
 	struct virtq_buf b[NET_MAX_FRAGS];
-	for (unsigned i = 0; i < nbuf; i++)
+	uint64_t bytes = 0;
+	for (unsigned i = 0; i < nbuf; i++) {
 		b[i] = (struct virtq_buf){slot_addr(r, slot[i]), len[i], false};
+		bytes += len[i];
+	}
 	int head = tx_push(n, q, b, nbuf);
 	if (head < 0) {
 		n->st.tx_full++;
 		return false;
 	}
+	n->st.tx_bytes += bytes - NET_HDR_LEN;
 	struct net_tx_rec *rec = &n->tx[q].rec[head];
 	rec->nrx = (uint8_t)nbuf;
 	rec->rxq = (uint8_t)q;
