@@ -457,10 +457,8 @@ static void blk_destroy(void *state)
 static unsigned blk_keep_fds(void *state, int *fds, unsigned max)
 {
 	struct blk *b = state;
-	if (!max || b->disk.fd < 0)
-		return 0;
-	fds[0] = b->disk.fd;
-	return 1;
+	/* The image and, for qcow2, every backing file: the jail closes anything else. */
+	return b->disk.fd < 0 ? 0 : disk_fds(&b->disk, fds, max);
 }
 
 static void blk_metrics(void *state, struct ipc_metrics *out)
@@ -478,7 +476,9 @@ const struct registry_entry blk_entry = {
     .option = "block",
     .meta = "path=FILE[,OPTS]",
     .help = "virtio-blk disk (repeatable; the first is /dev/vda in Linux). OPTS:\n"
-            "format=raw|qcow2|auto (auto: detected; qcow2 is not supported yet),\n"
+            "format=raw|qcow2|auto (auto: detected from the image; a guest can never\n"
+            "turn an auto-detected raw image into qcow2), backing files of a qcow2\n"
+            "image are opened too (read-only, relative to its directory),\n"
             "ro (read-only, shared lock), direct (O_DIRECT), id=STR (serial,\n"
             "at most 20 bytes; default the file name), queues=N (default: one\n"
             "per vCPU, at most 16), queue-size=N (power of two, default 256),\n"

@@ -21,7 +21,7 @@ struct registry_ctx {
 };
 
 /* Most descriptors one device may ask to keep (registry_entry.keep_fds). */
-#define REGISTRY_MAX_KEEP_FDS 4
+#define REGISTRY_MAX_KEEP_FDS 20
 
 struct registry_entry {
 	const char *option; /* CLI option, e.g. "rng" */
