@@ -457,6 +457,24 @@ uint64_t blk_mirror_compare(const struct blk_mirror *m, const char *image, uint6
 	return bad;
 }
 
+uint64_t blk_mirror_settle(struct blk_mirror *m, const char *image)
+{
+	uint64_t size, zeroed = 0;
+	uint8_t *img = slurp(image, &size);
+	cr_assert_eq(size, m->sectors * SECTOR, "image %s: %lu bytes, the mirror has %lu", image,
+	             (unsigned long)size, (unsigned long)(m->sectors * SECTOR));
+	for (uint64_t s = 0; s < m->sectors; s++) {
+		if (m->discarded[s] && sector_zero(img + s * SECTOR) &&
+		    !sector_zero(m->data + s * SECTOR)) {
+			memset(m->data + s * SECTOR, 0, SECTOR);
+			zeroed++;
+		}
+		m->discarded[s] = 0;
+	}
+	free(img);
+	return zeroed;
+}
+
 void blk_mirror_write(const struct blk_mirror *m, const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

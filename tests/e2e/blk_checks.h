@@ -98,6 +98,14 @@ void blk_mirror_build(struct blk_mirror *m, const char *out, const char *base);
  */
 uint64_t blk_mirror_compare(const struct blk_mirror *m, const char *image, uint64_t *first,
                             uint64_t *zeroed_discards);
+/*
+ * Settles each discarded sector (flagged, not written since) to what image
+ * (raw) holds there when that is all zeros — the device's choice — and
+ * clears every flag, so the mirror is then exact (for qemu-img compare).
+ * Returns how many sectors were settled to zeros. Call blk_mirror_compare
+ * first: a sector that is neither old data nor zeros is left as it was.
+ */
+uint64_t blk_mirror_settle(struct blk_mirror *m, const char *image);
 /* Writes the mirror's bytes to path (a raw image, e.g. for qemu-img compare). */
 void blk_mirror_write(const struct blk_mirror *m, const char *path);
 void blk_mirror_free(struct blk_mirror *m);
