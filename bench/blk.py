@@ -14,9 +14,9 @@ Guest-measured IOPS are capped by the emulated guest (~16k for any VMM, see
    time is sum_exec_runtime from /proc/<pid>/task/<tid>/schedstat (ns; the
    same quantity as utime+stime in .../stat, which only has 10 ms ticks); a
    10 ms background sampler keeps threads that exit inside the window
-   (io-wq workers). The process-level utime+stime of /proc/<pid>/stat (which
-   also holds exited threads) minus the vCPU threads' is kept as a
-   cross-check (`cpu_us_per_req_stat`).
+   (io-wq workers). The same sum from utime+stime of each task's
+   /proc/<pid>/task/<tid>/stat (10 ms ticks) is kept as a cross-check
+   (`cpu_us_per_req_stat`).
 2. Device service time (ringvm `--metrics-file`: avail ring -> used ring,
    p50/p99) next to host fio's completion latency (clat p50) at QD1 on the
    same file.
@@ -115,16 +115,18 @@ def snapshot(pid, vmm):
 
 
 def stat_snapshot(pid, vmm):
-    """Process-level utime+stime (live and exited threads) of the VMM and its
-    children, and the vCPU threads' own, in clock ticks."""
-    total = vcpu = 0
+    """{(pid, tid): utime+stime in clock ticks} of every non-vCPU task (the
+    /proc/<pid>/task/<tid>/stat figure, 10 ms resolution: a cross-check)."""
+    out = {}
     procs = [pid] + (children(pid) if vmm == "ringvm" else [])
     for p in procs:
-        total += stat_ticks(f"/proc/{p}/stat") or 0
-    for tid in tasks(pid):
-        if is_vcpu(vmm, (read(f"/proc/{pid}/task/{tid}/comm") or "").strip()):
-            vcpu += stat_ticks(f"/proc/{pid}/task/{tid}/stat") or 0
-    return total, vcpu
+        for tid in tasks(p):
+            if is_vcpu(vmm, (read(f"/proc/{p}/task/{tid}/comm") or "").strip()):
+                continue
+            t = stat_ticks(f"/proc/{p}/task/{tid}/stat")
+            if t is not None:
+                out[(p, int(tid))] = t
+    return out
 
 
 class CpuSampler:
@@ -137,6 +139,7 @@ class CpuSampler:
         self.start = snapshot(self.pid, self.vmm)
         self.stat0 = stat_snapshot(self.pid, self.vmm)
         self.last = dict(self.start)
+        self.stat_last = dict(self.stat0)
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -144,6 +147,7 @@ class CpuSampler:
     def _run(self):
         while not self.stop.wait(0.01):
             self.last.update(snapshot(self.pid, self.vmm))
+            self.stat_last.update(stat_snapshot(self.pid, self.vmm))
 
     def end(self):
         final = snapshot(self.pid, self.vmm)
@@ -152,13 +156,14 @@ class CpuSampler:
         self.stop.set()
         self.thread.join()
         self.last.update(final)
+        self.stat_last.update(stat1)
         groups, comms = {}, {}
         for key, (g, ns, comm) in self.last.items():
             d = ns - self.start.get(key, (g, 0, comm))[1]
             groups[g] = groups.get(g, 0) + d
             c = re.sub(r"\d+$", "N", comm)
             comms[c] = comms.get(c, 0) + d
-        stat_non_vcpu = ((stat1[0] - self.stat0[0]) - (stat1[1] - self.stat0[1])) / CLK_TCK
+        stat_non_vcpu = sum(v - self.stat0.get(k, 0) for k, v in self.stat_last.items()) / CLK_TCK
         return {"window_s": t1 - self.t0,
                 "cpu_ms": {g: v / 1e6 for g, v in sorted(groups.items())},
                 "cpu_ms_by_comm": {c: round(v / 1e6, 3) for c, v in sorted(comms.items())},
@@ -290,6 +295,20 @@ def machine_info(root, qemu):
             "worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def drop_cache(path):
+    """Drop the file's clean page-cache pages. An O_DIRECT write over a cached
+    page cannot be done without blocking, so io_uring gets -EAGAIN and hands it
+    to an io-wq worker, where writes to one regular file run one at a time (a
+    freshly written 1 GiB file made ringvm's QD32 randwrite 33x slower). fio
+    does the same before each job (its default --invalidate=1)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def fill_file(path, mib):
     """mib MiB of non-zero data (every qcow2 cluster of a converted image is allocated)."""
     block = os.urandom(1 << 20)
@@ -361,7 +380,7 @@ def main():
         fill_file(files["shm"], size)
         if do_direct:
             shutil.copyfile(files["shm"], files["direct"])
-            os.sync()
+            drop_cache(files["direct"])
         if do_qcow2:
             subprocess.run([qtool, "convert", "-O", "qcow2", files["shm"], files["qcow2"]],
                            check=True, capture_output=True)
@@ -407,6 +426,8 @@ def main():
                 for v in order:
                     if s == "fresh":
                         make_fresh()
+                    if s == "direct":
+                        drop_cache(files["direct"])
                     argv = vm_argv(v, s, rw, qd, metrics)
                     commands.setdefault(f"{v}/{s}/{rw}/qd{qd}", " ".join(argv))
                     r = run_vm(argv, "ringvm" if v == "ringvm" else "qemu",

@@ -56,6 +56,8 @@ const char *control_error_code(int err)
 		return "not-found";
 	case -ENOTSUP:
 		return "not-supported";
+	case -EROFS:
+		return "read-only";
 	case -EBUSY:
 	case -EAGAIN:
 		return "busy";

@@ -67,7 +67,7 @@ void control_destroy(struct control *c);
 /*
  * Turn a command's -errno into the protocol's error code string
  * ("bad-argument", "not-found", "not-supported", "busy", "timeout",
- * "stopping", "failed").
+ * "read-only", "stopping", "failed").
  */
 const char *control_error_code(int err);
 

@@ -29,10 +29,15 @@ struct cmd_help {
 
 static const struct cmd_help helps[] = {
 	{"disk", "ringvm disk resize [--json] ID SIZE SOCKET",
-	 "    Change the size of a running VM's block device. ID is the device's\n"
-	 "    index among the --block options (0 for the first) or its id=\n"
-	 "    value; SIZE is bytes, or a number with a K, M, G or T suffix.\n"
-	 "    Not supported yet: the VM answers with the error not-supported.\n"},
+	 "    Change the size of a running VM's block device; the guest gets a\n"
+	 "    config-change interrupt and sees the new capacity. ID is the\n"
+	 "    device's index among the --block options (0 for the first), its\n"
+	 "    id= value or, without one, its default id (the image's file name).\n"
+	 "    SIZE is bytes, or a number with a K, M, G or T suffix (powers of\n"
+	 "    1024), a positive multiple of 512. A raw image file grows or\n"
+	 "    shrinks (shrinking drops the data past the new end: the guest's\n"
+	 "    file system must already be smaller); a qcow2 image only grows. A\n"
+	 "    read-only disk is refused (error read-only). Prints the new size.\n"},
 	{"metrics", "ringvm metrics [--json] SOCKET",
 	 "    Print the VM's counters: the resident memory (VmRSS) of ringvm and\n"
 	 "    of every device process, and each device's own counters (requests\n"
@@ -347,6 +352,8 @@ int control_client_main(int argc, char **argv)
 		print_status(res);
 	else if (!json && strcmp(cmd, "metrics") == 0)
 		print_metrics(res);
+	else if (!json && disk)
+		printf("disk %s: %lld bytes\n", str_of(res, "disk"), int_of(res, "size"));
 	else if (!json && strcmp(cmd, "stop") != 0)
 		printf("%s\n", str_of(res, "state"));
 	json_object_put(reply);

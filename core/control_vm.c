@@ -1,7 +1,7 @@
 /*
  * The VM side of the control socket: one function per command of
  * docs/control.md, each a thin layer over vm.c (stop, pause, resume) or
- * devmgr.c (device pids, IPC_METRICS) that builds the reply's JSON result.
+ * devmgr.c (device pids, IPC_METRICS, IPC_RESIZE) that builds the reply's JSON result.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -15,6 +15,7 @@
 #include "core/control_vm.h"
 #include "core/devmgr.h"
 #include "core/log.h"
+#include "devices/virtio/blk.h"
 #include "devices/virtio/registry.h"
 
 #define PAUSE_TIMEOUT_MS 5000
@@ -256,20 +257,20 @@ static int parse_size(struct json_object *v, uint64_t *out)
 	return 0;
 }
 
-/* Is block device spec opts the one named id (its index among --block, or its id=)? */
-static bool block_matches(const char *opts, unsigned index, const char *id)
+/*
+ * Is block device spec opts the one named id: its index among --block, its
+ * id= or, without one, its default id (the image's file name)?
+ */
+static bool block_matches(const char *opts, unsigned ncpus, unsigned index, const char *id)
 {
-	char num[16];
+	char num[16], err[256];
 	snprintf(num, sizeof(num), "%u", index);
 	if (strcmp(id, num) == 0)
 		return true;
-	for (const char *p = opts; *p;) {
-		size_t n = strcspn(p, ",");
-		if (n == 3 + strlen(id) && strncmp(p, "id=", 3) == 0 && strncmp(p + 3, id, n - 3) == 0)
-			return true;
-		p += n + (p[n] == ',');
-	}
-	return false;
+	static struct blk_opts o; /* 4 KiB; only the control thread parses here */
+	if (blk_parse_opts(opts, ncpus, &o, err, sizeof(err)) < 0)
+		return false; /* cannot happen: the VM was built from it */
+	return strcmp(o.id, id) == 0;
 }
 
 static int cmd_disk_resize(void *ctx, struct json_object *req, struct json_object **res,
@@ -278,7 +279,6 @@ static int cmd_disk_resize(void *ctx, struct json_object *req, struct json_objec
 	struct vm *vm = ctx;
 	struct json_object *jd, *js;
 	uint64_t size;
-	(void)res;
 	if (!json_object_object_get_ex(req, "disk", &jd) ||
 	    !json_object_is_type(jd, json_type_string)) {
 		snprintf(err, errlen, "disk-resize needs \"disk\": the block device's index or id");
@@ -288,19 +288,42 @@ static int cmd_disk_resize(void *ctx, struct json_object *req, struct json_objec
 		snprintf(err, errlen, "disk-resize needs \"size\": bytes, or a string like \"8G\"");
 		return -EINVAL;
 	}
+	if (size == 0 || size % 512) {
+		snprintf(err, errlen, "size %llu: must be a positive multiple of 512 bytes",
+			 (unsigned long long)size);
+		return -EINVAL;
+	}
+	if (atomic_load(&vm->stopping)) {
+		snprintf(err, errlen, "the VM is stopping");
+		return -ESHUTDOWN;
+	}
 	const char *id = json_object_get_string(jd);
 	unsigned index = 0;
 	for (unsigned i = 0; i < vm->cfg->ndevs; i++) {
 		const struct vm_device_spec *d = &vm->cfg->devs[i];
 		if (strcmp(d->entry->option, "block") != 0)
 			continue;
-		if (block_matches(d->opts, index++, id)) {
-			snprintf(err, errlen,
-				 "disk %s: resizing a running disk is not supported yet", id);
-			return -ENOTSUP;
+		unsigned bi = index++;
+		if (!block_matches(d->opts, vm->cfg->ncpus, bi, id))
+			continue;
+		uint64_t now = 0;
+		char why[192];
+		int r = devmgr_resize(vm, i, size, &now, why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, errlen, "disk %.64s: %s", id, why);
+			return r;
 		}
+		struct json_object *o = json_object_new_object();
+		if (!o)
+			return -ENOMEM;
+		add_str(o, "disk", id);
+		json_object_object_add(o, "index", json_object_new_int((int)bi));
+		add_u64(o, "size", now);
+		*res = o;
+		log_info("disk %s resized to %llu bytes", id, (unsigned long long)now);
+		return 0;
 	}
-	snprintf(err, errlen, "no block device '%.64s' (give its index or its id=)", id);
+	snprintf(err, errlen, "no block device '%.64s' (give its index or its id)", id);
 	return -ENOENT;
 }
 

@@ -24,6 +24,7 @@
 
 #define SHUTDOWN_TIMEOUT_MS 2000
 #define METRICS_TIMEOUT_MS  2000
+#define RESIZE_TIMEOUT_MS   10000 /* the device first lets its requests in flight finish */
 #define MAX_RULES 128
 #define BASE_KEEP_FDS 4 /* bus, ctl, memfd, stderr */
 #define MAX_KEEP_FDS  (BASE_KEEP_FDS + REGISTRY_MAX_KEEP_FDS)
@@ -371,6 +372,85 @@ int devmgr_metrics(struct vm *vm, unsigned i, struct ipc_metrics *out)
 	if (!m->dev[i].has_proxy || atomic_load(&m->dev[i].proxy.shutting_down))
 		return -EPIPE;
 	return fetch_metrics(&m->dev[i].proxy, out);
+}
+
+/*
+ * IPC_RESIZE on p's bus socket, under the lock that serialises the vCPUs'
+ * request/reply pairs (as fetch_metrics). The device's result (0 or
+ * -errno) and the size it has now in *now; -EPIPE/-ETIMEDOUT/-EBADMSG when
+ * the exchange itself failed.
+ */
+static int resize_call(struct proxy *p, uint64_t size, uint64_t *now)
+{
+	struct ipc_bus_resp resp;
+	int r;
+	if (atomic_load(&p->dead))
+		return -EPIPE;
+	pthread_mutex_lock(&p->lock);
+	struct ipc_bus_req req = {.op = IPC_RESIZE, .seq = ++p->seq, .data = size};
+	r = ipc_send(p->bus_sock, &req, sizeof(req), NULL, 0);
+	if (r == 0) {
+		struct pollfd pfd = {.fd = p->bus_sock, .events = POLLIN};
+		int n;
+		do
+			n = poll(&pfd, 1, RESIZE_TIMEOUT_MS);
+		while (n < 0 && errno == EINTR);
+		r = n > 0 ? ipc_recv(p->bus_sock, &resp, sizeof(resp), NULL, 0, NULL)
+			  : (n == 0 ? -ETIMEDOUT : -errno);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0 && (resp.op != IPC_RESIZE || resp.seq != req.seq))
+		r = -EBADMSG;
+	if (r < 0)
+		return r;
+	*now = resp.data;
+	return resp.result;
+}
+
+int devmgr_resize(struct vm *vm, unsigned i, uint64_t size, uint64_t *now, char *err,
+		  size_t errlen)
+{
+	struct devmgr *m = vm->devmgr;
+	if (!m || i >= m->n) {
+		snprintf(err, errlen, "no such device");
+		return -ENOENT;
+	}
+	struct devmgr_dev *d = &m->dev[i];
+	if (!d->entry->resize || !d->entry->resize_host) {
+		snprintf(err, errlen, "a %s device cannot be resized", d->entry->option);
+		return -ENOTSUP;
+	}
+	if (!d->has_proxy || atomic_load(&d->proxy.shutting_down) || atomic_load(&d->proxy.dead)) {
+		snprintf(err, errlen, "the device process is gone");
+		return -EPIPE;
+	}
+	/* The main process's part first: the jailed device cannot change a file's length. */
+	int r = d->entry->resize_host(d->state, REGISTRY_RESIZE_PREPARE, size);
+	if (r < 0) {
+		snprintf(err, errlen, "%s", r == -EROFS    ? "the disk is read-only"
+					   : r == -ENOTSUP ? "this disk cannot take that size (a qcow2 "
+							     "image only grows; a block device keeps its size)"
+					   : r == -EINVAL  ? "the size must be a positive multiple of 512"
+							   : strerror(-r));
+		return r;
+	}
+	r = resize_call(&d->proxy, size, now);
+	if (r < 0) {
+		snprintf(err, errlen, "the device refused the new size: %s", strerror(-r));
+		/* A device that did not answer in time may still apply it: leave the file be. */
+		if (r != -ETIMEDOUT) {
+			int a = d->entry->resize_host(d->state, REGISTRY_RESIZE_ABORT, size);
+			if (a < 0)
+				log_warn("device %s: undoing a failed resize: %s", d->entry->option,
+					 strerror(-a));
+		}
+		return r;
+	}
+	r = d->entry->resize_host(d->state, REGISTRY_RESIZE_COMMIT, size);
+	if (r < 0)
+		snprintf(err, errlen, "the guest sees the new size, but the image could not be "
+				      "truncated: %s", strerror(-r));
+	return r;
 }
 
 /* --metrics-file: every device's IPC_METRICS as JSON (format in devices/virtio/README.md). */

@@ -52,6 +52,18 @@ int devmgr_info(struct vm *vm, unsigned i, struct devmgr_info *out);
 int devmgr_metrics(struct vm *vm, unsigned i, struct ipc_metrics *out)
 	__attribute__((warn_unused_result));
 
+/*
+ * Resize device i to size bytes: its registry hooks' main-process part
+ * (a raw image file grows before and shrinks after), then IPC_RESIZE on its
+ * bus socket (serialised with the vCPUs' accesses, bounded wait), after
+ * which the guest has had a config-change interrupt. 0 with the size now
+ * in effect in *now, or -errno with one line in err: -ENOENT past the end,
+ * -ENOTSUP not resizable (or a qcow2 shrink), -EROFS read-only, -EINVAL a
+ * bad size, -EPIPE the device is gone, or what the device or the host said.
+ */
+int devmgr_resize(struct vm *vm, unsigned i, uint64_t size, uint64_t *now, char *err,
+		  size_t errlen) __attribute__((warn_unused_result));
+
 /* Free everything (after devmgr_stop). */
 void devmgr_destroy(struct vm *vm);
 

@@ -3,7 +3,7 @@
  * SOCK_SEQPACKET sockets per device:
  *  - the bus socket (main → device requests, device → main replies): what a
  *    vCPU does to the device — BAR reads/writes and PCI config reads/writes —
- *    plus HELLO and SHUTDOWN;
+ *    plus HELLO, SHUTDOWN and the control socket's METRICS and RESIZE;
  *  - the VM-control socket (device → main requests, main → device replies):
  *    the only VM-global changes a device may ask for — an MSI route for one of
  *    its vectors (with the irqfd) and an ioeventfd for one of its notify
@@ -39,6 +39,7 @@ enum ipc_bus_op {
 	IPC_CFG_WRITE,     /* posted */
 	IPC_SHUTDOWN,      /* device finishes in-flight requests, replies, exits 0 */
 	IPC_METRICS,       /* reply is a struct ipc_metrics (not an ipc_bus_resp) */
+	IPC_RESIZE,        /* data = new size in bytes; reply result 0 or -errno, data = size now */
 };
 
 struct ipc_bus_req {
@@ -48,7 +49,7 @@ struct ipc_bus_req {
 	uint8_t len;     /* 1, 2, 4 or 8 (config: 1, 2, 4) */
 	uint16_t pad;
 	uint32_t off;    /* offset in the BAR, or config register */
-	uint64_t data;   /* write value (little-endian in the low len bytes) */
+	uint64_t data;   /* write value (little-endian in the low len bytes); RESIZE: bytes */
 	uint32_t version; /* HELLO: IPC_VERSION */
 	uint32_t magic;   /* HELLO: IPC_MAGIC */
 };

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "disk/qcow2_int.h"
@@ -97,6 +98,18 @@ static int open_backing(struct disk *d, const struct disk_open_params *p, struct
 		                     name) >= sizeof(full))
 			return efail(err, errlen, -ENAMETOOLONG, p->path, "backing file path too long");
 	}
+	/*
+	 * A file already in the chain is a loop. Look before opening: the open
+	 * takes a shared lock, which an image of the chain opened read-write
+	 * (ours, exclusively locked) would refuse as "locked by another
+	 * process" — the wrong reason (disk_open_chain checks again by inode).
+	 */
+	struct stat st;
+	if (stat(full, &st) == 0)
+		for (unsigned i = 0; i < chain->depth; i++)
+			if (chain->dev[i] == (uint64_t)st.st_dev && chain->ino[i] == (uint64_t)st.st_ino)
+				return efail(err, errlen, -ELOOP, p->path,
+				             "backing file: %s: backing chain refers back to itself", full);
 	struct disk_open_params bp = {.path = full, .read_only = true, .direct = p->direct,
 	                              .l2_cache_bytes = p->l2_cache_bytes};
 	if (!fmt)
@@ -115,7 +128,12 @@ static int open_backing(struct disk *d, const struct disk_open_params *p, struct
 	int r = disk_open_chain(b, &bp, chain, berr, sizeof(berr));
 	if (r < 0) {
 		free(b);
-		return efail(err, errlen, r, p->path, "backing file: %s", berr);
+		/* Only the innermost file and reason: one prefix per level of a deep
+		 * chain would push the reason itself out of the message. */
+		const char *inner = berr, *nest;
+		while ((nest = strstr(inner, ": backing file: ")))
+			inner = nest + strlen(": backing file: ");
+		return efail(err, errlen, r, p->path, "backing file: %s", inner);
 	}
 	d->backing = b;
 	return 0;

@@ -13,10 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <linux/io_uring.h>
 
 #include "devices/virtio/blk.h"
 #include "devices/virtio/registry.h"
+#include "disk/qcow2.h"
 
 struct blk;
 struct blk_queue;
@@ -60,6 +63,8 @@ struct blk {
 	struct virtio_blk_config cfg;  /* little-endian, as the driver reads it */
 	struct blk_queue q[VIRTIO_MAX_QUEUES];
 	struct ipc_metrics m;          /* counters, reported by IPC_METRICS */
+	bool resizing;                 /* blk_resize runs: queues take no new request */
+	struct exec_waitq resized;     /* queue coroutines waiting for it to finish */
 };
 
 static void count(struct blk *b, const struct blk_req *req, uint8_t status)
@@ -290,6 +295,11 @@ static int blk_kick(struct virtio_dev *d, struct virtio_queue *vq)
 	struct blk *b = (struct blk *)d;
 	struct blk_queue *q = &b->q[vq->index];
 	int r;
+	/* A resize is changing the disk under the requests: leave them on the
+	 * ring until it is done (it wakes us), then check them against the new size. */
+	while (b->resizing)
+		if (exec_waitq_wait(d->ex, &b->resized) < 0)
+			return 0;
 	if (!q->reqs && (r = queue_alloc(b, q, vq)) < 0)
 		return r;
 	b->m.notifications++;
@@ -322,6 +332,16 @@ static int blk_kick(struct virtio_dev *d, struct virtio_queue *vq)
 	}
 }
 
+/* Wait until q has no request handed to a slot (its I/O done, its signal sent). */
+static void drain(struct exec *ex, struct blk_queue *q)
+{
+	q->draining = true;
+	while (q->active)
+		if (exec_waitq_wait(ex, &q->drained) < 0)
+			exec_yield(ex); /* cancelled ourselves: still wait it out */
+	q->draining = false;
+}
+
 /* Finish every request in flight, then stop the idle slot coroutines. */
 static void blk_reset(struct virtio_dev *d)
 {
@@ -330,11 +350,7 @@ static void blk_reset(struct virtio_dev *d)
 		struct blk_queue *q = &b->q[i];
 		if (!q->reqs)
 			continue;
-		q->draining = true;
-		while (q->active)
-			if (exec_waitq_wait(d->ex, &q->drained) < 0)
-				exec_yield(d->ex); /* cancelled ourselves: still wait it out */
-		q->draining = false;
+		drain(d->ex, q);
 		for (unsigned k = 0; k < q->nreqs; k++) {
 			struct blk_req *req = &q->reqs[k];
 			if (!req->task)
@@ -441,6 +457,7 @@ static int blk_create(const struct registry_ctx *ctx, const char *opts, void **s
 		return r;
 	}
 	setup_config(b);
+	exec_waitq_init(&b->resized);
 	*state = b;
 	return 0;
 }
@@ -467,6 +484,86 @@ static void blk_metrics(void *state, struct ipc_metrics *out)
 	*out = b->m;
 }
 
+/*
+ * IPC_RESIZE, in the device process: the main process has already made
+ * room in a raw file (blk_resize_host) and truncates it after we return;
+ * a qcow2 image grows here, through the ring. No request is in flight
+ * meanwhile: the queues stop taking new ones and those in flight finish,
+ * since a qcow2 grow may move the L1 table under them and a raw shrink
+ * must not race with a write past the new end. Then capacity is updated,
+ * the config generation bumped and the config-change interrupt raised.
+ */
+static int blk_resize(void *state, struct exec *ex, uint64_t new_size, uint64_t *now)
+{
+	struct blk *b = state;
+	struct disk *d = &b->disk;
+	uint64_t old = d->ops->size(d);
+	bool qcow2 = d->format == DISK_FORMAT_QCOW2;
+	*now = old;
+	if (!new_size || new_size % BLK_SECTOR)
+		return -EINVAL;
+	if (d->read_only)
+		return -EROFS;
+	if (qcow2 && new_size < old)
+		return -ENOTSUP; /* shrinking a qcow2 image under a running guest: not offered */
+	if (new_size == old)
+		return 0;
+	b->resizing = true;
+	for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
+		if (b->q[i].reqs)
+			drain(ex, &b->q[i]);
+	int r = 0;
+	if (qcow2)
+		r = qcow2_grow(d, ex, new_size);
+	else
+		d->size = new_size;
+	/* Whatever the outcome, the guest sees what the disk now says it is. */
+	*now = d->ops->size(d);
+	b->geom.capacity = *now / BLK_SECTOR;
+	b->cfg.capacity = htole64(b->geom.capacity);
+	b->resizing = false;
+	exec_waitq_wake(ex, &b->resized, UINT_MAX);
+	if (*now != old)
+		virtio_config_changed(&b->vdev);
+	return r;
+}
+
+/* The main process's part of a resize (see registry.h): a raw file's length. */
+static int blk_resize_host(void *state, enum registry_resize_step step, uint64_t new_size)
+{
+	struct blk *b = state;
+	struct disk *d = &b->disk;
+	bool qcow2 = d->format == DISK_FORMAT_QCOW2;
+	uint64_t old = d->size;
+	struct stat st;
+	switch (step) {
+	case REGISTRY_RESIZE_PREPARE:
+		if (!new_size || new_size % BLK_SECTOR)
+			return -EINVAL;
+		if (d->read_only)
+			return -EROFS;
+		if (qcow2)
+			return new_size < old ? -ENOTSUP : 0;
+		if (fstat(d->fd, &st) < 0)
+			return -errno;
+		if (!S_ISREG(st.st_mode))
+			return -ENOTSUP; /* a block device's size is not ours to change */
+		if (new_size > old && ftruncate(d->fd, (off_t)new_size) < 0)
+			return -errno;
+		return 0;
+	case REGISTRY_RESIZE_COMMIT:
+		d->size = new_size;
+		if (!qcow2 && new_size < old && ftruncate(d->fd, (off_t)new_size) < 0)
+			return -errno;
+		return 0;
+	case REGISTRY_RESIZE_ABORT:
+		if (!qcow2 && new_size > old && ftruncate(d->fd, (off_t)old) < 0)
+			return -errno;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 /* All I/O goes through the ring: readv/writev, fdatasync (FSYNC), discard
  * and write-zeroes (FALLOCATE). No extra system calls. */
 static const uint8_t blk_uring_ops[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
@@ -490,6 +587,8 @@ const struct registry_entry blk_entry = {
     .destroy = blk_destroy,
     .keep_fds = blk_keep_fds,
     .metrics = blk_metrics,
+    .resize = blk_resize,
+    .resize_host = blk_resize_host,
     .rules = NULL,
     .n_rules = 0,
     .uring_ops = blk_uring_ops,

@@ -181,6 +181,16 @@ static int handle(struct devproc *dp, const struct ipc_bus_req *req)
 		return CONTINUE;
 	case IPC_METRICS:
 		return metrics(dp, req);
+	case IPC_RESIZE: {
+		/* The device checks the size itself: the request is the main
+		 * process's, but the device is the one that knows its disk. */
+		uint64_t now = 0;
+		resp.result = dp->a->dev->resize
+		                  ? dp->a->dev->resize(dp->a->dev_state, dp->a->ex, req->data, &now)
+		                  : -ENOTSUP;
+		resp.data = now;
+		return reply(dp, &resp);
+	}
 	case IPC_SHUTDOWN:
 		virtio_pci_shutdown(&dp->pci);
 		return reply(dp, &resp) == CONTINUE ? 0 : 1;

@@ -20,6 +20,13 @@ struct registry_ctx {
 	unsigned ncpus; /* vCPUs (e.g. the default number of queues) */
 };
 
+/* The main process's part of a resize, around the device's IPC_RESIZE (resize_host). */
+enum registry_resize_step {
+	REGISTRY_RESIZE_PREPARE, /* before IPC_RESIZE: check, and make room (grow a raw file) */
+	REGISTRY_RESIZE_COMMIT,  /* after the device took the new size (shrink a raw file) */
+	REGISTRY_RESIZE_ABORT,   /* after the device refused it: undo PREPARE */
+};
+
 /* Most descriptors one device may ask to keep (registry_entry.keep_fds). */
 #define REGISTRY_MAX_KEEP_FDS 20
 
@@ -55,6 +62,22 @@ struct registry_entry {
 	 * NULL: the device keeps none.
 	 */
 	void (*metrics)(void *state, struct ipc_metrics *out);
+	/*
+	 * IPC_RESIZE, in the device process, from the bus task (may await;
+	 * the bus is not served meanwhile): make the device new_size bytes
+	 * and tell the driver (config-change interrupt). Returns 0 or -errno
+	 * and the size in effect afterwards in *now. NULL: -ENOTSUP.
+	 */
+	int (*resize)(void *state, struct exec *ex, uint64_t new_size, uint64_t *now);
+	/*
+	 * The main process's part of a resize, on the state the factory made
+	 * there (it still holds the image descriptors, which the jailed device
+	 * must not change the length of): PREPARE before IPC_RESIZE (refuse
+	 * what the device would refuse; e.g. grow a raw file), COMMIT after it
+	 * succeeded (e.g. shrink a raw file), ABORT after it failed (undo
+	 * PREPARE). 0 or -errno. NULL: the device cannot be resized.
+	 */
+	int (*resize_host)(void *state, enum registry_resize_step step, uint64_t new_size);
 	/* Syscalls this device needs beyond jail_base_rules and devproc_rules. */
 	const struct jail_syscall_rule *rules;
 	size_t n_rules;

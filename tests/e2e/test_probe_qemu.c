@@ -235,7 +235,13 @@ Test(e2e_qemu, timer_tsc_khz)
 	uint64_t khz = get_u64(line("timer"), "tsc_khz");
 	check(khz > 100000 && khz < 10000000, "implausible tsc_khz=%lu", (unsigned long)khz);
 	uint64_t host = host_tsc_khz();
-	check(khz * 100 > host * 97 && khz * 100 < host * 103,
+	/*
+	 * The probe calibrates against 10 ms of PIT channel 2, and every port read
+	 * is emulated: a host busy with other work stretches one read by hundreds
+	 * of µs. ±15 % still catches a wrong PIT or TSC model (those are off by
+	 * factors), without failing on a loaded CI machine.
+	 */
+	check(khz * 100 > host * 85 && khz * 100 < host * 115,
 	      "guest tsc_khz=%lu, host TSC measures %lu kHz", (unsigned long)khz,
 	      (unsigned long)host);
 }

@@ -31,6 +31,7 @@ static const struct probe_test tests[] = {
     {"blk.bench", test_blk_bench},
     {"blk.copy", test_blk_copy},
     {"blk.fill", test_blk_fill},
+    {"blk.resize", test_blk_resize},
     {"blk.verify", test_blk_verify},
     {"echo", test_echo},
     {"fault", test_fault},

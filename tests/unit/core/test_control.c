@@ -373,7 +373,7 @@ Test(core_control, pipelined_requests_answered_in_order)
 		     "{\"id\":3,\"command\":\"echo\"}\n{\"id\":4,");
 	for (int i = 1; i <= 3; i++) {
 		char *s = recv_line(fd);
-		char want[16];
+		char want[32];
 		snprintf(want, sizeof(want), "\"id\":%d,", i);
 		cr_assert(s && strstr(s, want), "reply %d: %s", i, s ? s : "(none)");
 		free(s);
