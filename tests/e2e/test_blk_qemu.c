@@ -171,7 +171,7 @@ Test(e2e_qemu_blk, verify)
 	check(blk_file_hash(cur.d1) == ro_hash, "the read-only image changed");
 	check(blk_file_size(cur.d0) == DISK_SIZE, "disk 0 changed size");
 	/* Two disk bring-ups and ~40 requests: cheap (≈0.4 s here). */
-	check(cur.res.elapsed_s < 5.0, "blk.verify took %.2f s", cur.res.elapsed_s);
+	check(cur.res.elapsed_s < 60.0, "(hang check) blk.verify took %.2f s", cur.res.elapsed_s);
 }
 
 /* O_DIRECT, direct descriptor chains, no EVENT_IDX, two queues offered (MQ negotiated). */
@@ -228,7 +228,7 @@ Test(e2e_qemu_blk, copy)
 	disk(cur.d1, DIRECT_OPTS, "");
 	copy_and_compare("probe=blk.copy");
 	expect_str(line_with("blk.copy", "bytes"), "chunk", "1048576");
-	check(cur.res.elapsed_s < 10.0, "blk.copy of 64 MiB took %.2f s", cur.res.elapsed_s);
+	check(cur.res.elapsed_s < 60.0, "(hang check) blk.copy of 64 MiB took %.2f s", cur.res.elapsed_s);
 }
 
 Test(e2e_qemu_blk, copy_small_chunks_deep)
@@ -505,7 +505,7 @@ Test(e2e_qemu_blk, hostile)
 	check_blk_verify(cur.res.out, &e);
 	check(blk_file_size(cur.d0) == DISK_SIZE, "disk 0 changed size");
 	check(blk_file_hash(cur.d1) == ro_hash, "the read-only image changed");
-	check(cur.res.elapsed_s < 15.0, "hostile.blk took %.2f s", cur.res.elapsed_s);
+	check(cur.res.elapsed_s < 60.0, "(hang check) hostile.blk took %.2f s", cur.res.elapsed_s);
 }
 
 Test(e2e_qemu_blk, hostile_without_ro_disk)

@@ -151,7 +151,7 @@ Test(e2e_harness, run_timeout_kills_group, .fini = fini)
 	cr_expect(res.timed_out);
 	cr_expect_eq(res.term_signal, SIGKILL);
 	cr_expect_str_eq(res.out, "started\n");
-	cr_expect(res.elapsed_s >= 0.3 && res.elapsed_s < 3.0, "elapsed %.3f", res.elapsed_s);
+	cr_expect(res.elapsed_s >= 0.3 && res.elapsed_s < 30.0, "elapsed %.3f", res.elapsed_s);
 }
 
 Test(e2e_harness, run_does_not_wait_for_grandchildren, .fini = fini)
@@ -160,7 +160,8 @@ Test(e2e_harness, run_does_not_wait_for_grandchildren, .fini = fini)
 	run_sh("sleep 20 & echo bye", NULL);
 	cr_expect(res.exited && res.exit_code == 0);
 	cr_expect_str_eq(res.out, "bye\n");
-	cr_expect(res.elapsed_s < 1.0, "elapsed %.3f", res.elapsed_s);
+	/* Well under the grandchild's 20 s: the harness did not wait for it. */
+	cr_expect(res.elapsed_s < 10.0, "elapsed %.3f", res.elapsed_s);
 }
 
 Test(e2e_harness, run_feeds_stdin, .fini = fini)

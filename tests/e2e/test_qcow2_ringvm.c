@@ -537,9 +537,8 @@ static void fill_check(const char *img, const char *base, unsigned seed, unsigne
 	             how(sandbox, what), (unsigned long)bad, (unsigned long)first);
 	uint64_t settled = blk_mirror_settle(&m, now);
 	cr_log_info("%s: %u writes, %u discards, %u write-zeroes; %lu discarded sectors read as "
-	            "zeros, %lu of them written before",
-	            how(sandbox, what), m.writes, m.discards, m.zeroes, (unsigned long)zd,
-	            (unsigned long)settled);
+	            "zeros instead of their old data",
+	            how(sandbox, what), m.writes, m.discards, m.zeroes, (unsigned long)settled);
 	blk_mirror_write(&m, mirror);
 	blk_mirror_free(&m);
 	struct harness_result c;
@@ -676,6 +675,7 @@ static unsigned spawn_and_kill(const struct harness_argv *a, const char *marker,
 		dup2(nul, 0);
 		dup2(p[1], 1);
 		dup2(p[1], 2);
+		close_range(3, ~0u, 0); /* nothing of the test process leaks into the VM */
 		execv(a->argv[0], a->argv);
 		_exit(127);
 	}
@@ -844,7 +844,7 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 		harness_result_free(&t);
 	}
 	/* The last crashed image still works: repair the leaks, boot, verify. */
-	if (leaky)
+	if (prev_leaks)
 		CMD("qemu-img", "check", "-q", "-r", "leaks", img);
 	check_clean(img, "after the crash loop and repair");
 	struct harness_result r;

@@ -115,7 +115,7 @@ Test(e2e_ringvm_virtio, virtio_cfg_strict, .timeout = 120)
 static void hostile(bool sandbox)
 {
 	struct harness_result r;
-	run(&r, "probe=hostile.vq,rng", sandbox);
+	run(&r, "probe=hostile.vq,rng hostile.good_ms=3000", sandbox);
 	check_probe_ok(&r, "ringvm hostile.vq");
 	check_hostile_vq(r.out, "");
 	check_rng(r.out, 4, 64);
