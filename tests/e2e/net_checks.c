@@ -103,12 +103,12 @@ static void expect(const char *l, const char *key, const char *want)
 	check(strcmp(buf, want) == 0, "%s=%s, expected %s in: %.300s", key, buf, want, l);
 }
 
-/* `ping -c 100 -i 0.01 -W 1 -q` inside the namespace: received count, or -1. */
+/* `ping -c 100 -i 0.01 -W 5 -q` inside the namespace: received count, or -1. */
 static int ping_binary(unsigned count, char *summary, size_t len)
 {
 	char c[16];
 	snprintf(c, sizeof(c), "%u", count);
-	const char *argv[] = {"ping", "-c", c, "-i", "0.01", "-W", "1", "-q", NETNS_GUEST_IP, NULL};
+	const char *argv[] = {"ping", "-c", c, "-i", "0.01", "-W", "5", "-q", NETNS_GUEST_IP, NULL};
 	char *out = NULL;
 	netns_exec(&ns, argv, 30, &out);
 	int received = -1;
@@ -140,7 +140,7 @@ void net_check_echo(const struct net_vmm *v, const struct net_echo_cfg *c)
 	char bin_summary[128] = "";
 	if (up) {
 		pr = netns_ping(&ns, NETNS_GUEST_IP, c->pings,
-		                c->ping_payload ? c->ping_payload : 56, 10, 1000, &ps);
+		                c->ping_payload ? c->ping_payload : 56, 10, 5000, &ps);
 		if (c->ping_binary && netns_have_ping())
 			bin = ping_binary(100, bin_summary, sizeof(bin_summary));
 		ur = netns_udp_echo(&ns, NETNS_GUEST_IP, 7, c->udp_count, c->udp_min, c->udp_max,
@@ -162,7 +162,8 @@ void net_check_echo(const struct net_vmm *v, const struct net_echo_cfg *c)
 	if (bin != -2)
 		check(bin == 100, "ping(8): %d of 100 received (%s)", bin, bin_summary);
 	check(us.ok == c->udp_count && us.bad == 0 && us.lost == 0,
-	      "udp echo: %u sent, %u ok, %u bad, %u lost", us.sent, us.ok, us.bad, us.lost);
+	      "udp echo: %u sent, %u ok, %u bad, %u lost, %u resent", us.sent, us.ok, us.bad,
+	      us.lost, us.resent);
 
 	const char *s = line_with("net", "icmp");
 	unsigned want_icmp = c->pings + (bin > 0 ? (unsigned)bin : 0);

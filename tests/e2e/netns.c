@@ -418,7 +418,7 @@ int netns_udp_echo(const struct netns *ns, const char *dst, uint16_t port, unsig
 	uint8_t *tx = malloc(65536), *rx = malloc(65536);
 	unsigned *out = calloc(count ? count : 1, sizeof(unsigned)); /* 1: outstanding */
 	double t0 = now_s();
-	unsigned next = 0, answered = 0;
+	unsigned next = 0, answered = 0, quiet = 0;
 	while (answered < count) {
 		while (next < count && next - answered < window) {
 			unsigned len = dgram_size(next, min_size, max_size);
@@ -429,10 +429,22 @@ int netns_udp_echo(const struct netns *ns, const char *dst, uint16_t port, unsig
 			st->sent++;
 			next++;
 		}
-		if (!readable(fd, 2000)) {
-			st->lost = count - answered;
-			break;
+		if (!readable(fd, 500)) {
+			if (++quiet > 6) {
+				st->lost = count - answered;
+				break;
+			}
+			for (unsigned i = 0; i < next; i++) {
+				if (!out[i])
+					continue;
+				unsigned len = dgram_size(i, min_size, max_size);
+				dgram_fill(tx, i, len);
+				if (send(fd, tx, len, 0) == (ssize_t)len)
+					st->resent++;
+			}
+			continue;
 		}
+		quiet = 0;
 		ssize_t n = recv(fd, rx, 65536, 0);
 		if (n < 4) {
 			st->bad++;
@@ -441,9 +453,13 @@ int netns_udp_echo(const struct netns *ns, const char *dst, uint16_t port, unsig
 		}
 		unsigned seq;
 		memcpy(&seq, rx, 4);
-		if (seq >= next || !out[seq]) {
+		if (seq >= next) {
 			st->bad++;
-			continue; /* a duplicate or garbage: does not answer anything */
+			continue; /* garbage: answers nothing */
+		}
+		if (!out[seq]) {
+			st->dups++; /* the reply to a retransmitted datagram */
+			continue;
 		}
 		out[seq] = 0;
 		answered++;
