@@ -17,6 +17,8 @@
 #include "disk/disk.h"
 #include "disk/qcow2.h"
 
+static void drop_page_cache(int fd, bool writable);
+
 static int fail(char *err, size_t errlen, int e, const char *path, const char *what)
 {
 	snprintf(err, errlen, "%s: %s", path, what ? what : strerror(-e));
@@ -153,6 +155,8 @@ int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct dis
 		r = fail(err, errlen, -EINVAL, p->path, "image is smaller than one 512-byte sector");
 		goto err;
 	}
+	if (p->direct)
+		drop_page_cache(d->fd, !p->read_only);
 	d->format = DISK_FORMAT_RAW;
 	d->auto_detected = p->format == DISK_FORMAT_AUTO;
 	d->read_only = p->read_only;
@@ -164,6 +168,20 @@ err:
 	close(d->fd);
 	d->fd = d->io_fd = -1;
 	return r;
+}
+
+/*
+ * With O_DIRECT, pages of the image still in the page cache make io_uring
+ * hand every write to its io-wq workers, where writes to one file run one
+ * at a time (bench/blk.sh: 269 against 8986 IOPS at QD32 randwrite on the
+ * same file). Write them back and drop them once, here, before the device
+ * starts; a failure only costs speed.
+ */
+static void drop_page_cache(int fd, bool writable)
+{
+	if (writable)
+		(void)fdatasync(fd);
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 }
 
 void disk_close(struct disk *d)
