@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
 
@@ -18,6 +19,28 @@
 #include "disk/qcow2.h"
 
 static void drop_page_cache(int fd, bool writable);
+
+/*
+ * flock without blocking, but with a short grace period: when the VM that
+ * last used an image has just exited, the kernel may still hold its file
+ * for a moment (an io_uring ring is torn down asynchronously), and an
+ * immediate restart on the same image must not be refused for that. A
+ * real owner holds the lock far longer than LOCK_GRACE_MS. Returns 0 or -1
+ * with errno (EWOULDBLOCK when it stays locked).
+ */
+#define LOCK_GRACE_MS 500
+
+static int lock_image(int fd, int how)
+{
+	for (int waited = 0;; waited += 20) {
+		if (flock(fd, how | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || waited >= LOCK_GRACE_MS)
+			return -1;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
 
 static int fail(char *err, size_t errlen, int e, const char *path, const char *what)
 {
@@ -77,7 +100,7 @@ int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct dis
 	 * The lock belongs to this open file description, which the device
 	 * process inherits: it is held until the last of the two copies closes.
 	 */
-	if (flock(d->fd, (p->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+	if (lock_image(d->fd, p->read_only ? LOCK_SH : LOCK_EX) < 0) {
 		r = -errno;
 		if (r == -EWOULDBLOCK)
 			r = fail(err, errlen, -EBUSY, p->path,
