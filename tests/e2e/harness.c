@@ -506,3 +506,19 @@ void harness_qemu_probe_argv(struct harness_argv *a, const struct harness_qemu_c
 	}
 	harness_argv_addv(a, cfg->extra);
 }
+
+bool harness_ringvm_has_option(const char *opt)
+{
+	struct harness_argv a;
+	struct harness_opts o = {.timeout_s = 10};
+	struct harness_result r;
+	harness_argv_init(&a);
+	harness_argv_add(&a, "%s", RINGVM_BUILD_DIR "/core/ringvm");
+	harness_argv_add(&a, "run");
+	harness_argv_add(&a, "--help");
+	if (harness_run(&a, &o, &r) != 0)
+		return false;
+	bool found = r.out && strstr(r.out, opt) != NULL;
+	harness_result_free(&r);
+	return found;
+}

@@ -111,6 +111,16 @@ const char *probe_end_line(const char *out);
 /* True when there is exactly one PROBE-END line and it says status=ok. */
 bool probe_end_ok(const char *out);
 
+/* ---- ringvm ---- */
+
+/*
+ * True when `ringvm run --help` (the build's own binary) lists opt. Every
+ * device option is registered there, so tests use this to check the option
+ * exists; with REQUIRE_FACILITY a missing one fails under CI=true instead of
+ * skipping quietly.
+ */
+bool harness_ringvm_has_option(const char *opt);
+
 /* ---- the probe guest and QEMU ---- */
 
 /* Absolute path of the built probe guest (BUILD_PATH("tests/guest/probe.elf")). */

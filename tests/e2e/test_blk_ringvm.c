@@ -43,28 +43,12 @@ static void teardown(void)
 
 TestSuite(e2e_ringvm_blk, .init = setup, .fini = teardown, .timeout = 240);
 
-static bool help_lists(const char *opt)
-{
-	struct harness_argv a;
-	struct harness_opts o = {.timeout_s = 10};
-	struct harness_result r;
-	harness_argv_init(&a);
-	harness_argv_add(&a, "%s", RINGVM);
-	harness_argv_add(&a, "run");
-	harness_argv_add(&a, "--help");
-	if (harness_run(&a, &o, &r) != 0)
-		return false;
-	bool found = r.out && strstr(r.out, opt) != NULL;
-	harness_result_free(&r);
-	return found;
-}
-
 static void need_block(void)
 {
 	REQUIRE_FACILITY(facility_kvm(), "/dev/kvm is not usable");
 	REQUIRE_FACILITY(harness_probe_exists(), "the probe guest was not built");
-	if (!help_lists(BLOCK_OPT))
-		cr_skip_test("ringvm has no %s option yet (virtio-blk not wired up)", BLOCK_OPT);
+	REQUIRE_FACILITY(harness_ringvm_has_option(BLOCK_OPT),
+	                 "ringvm run --help lists no such option");
 }
 
 /*
@@ -102,8 +86,7 @@ static void run(struct harness_result *r, const char *params, const char *const 
 	do {                                                                                       \
 		need_block();                                                                      \
 		fn(true);                                                                          \
-		if (help_lists("--disable-sandbox"))                                               \
-			fn(false);                                                                 \
+		fn(false);                                                                         \
 	} while (0)
 
 static const char *how(bool sandbox, const char *what)
@@ -252,8 +235,9 @@ static void bench_one(bool sandbox, const char *rw, unsigned qd, unsigned queues
 	char opts[64], p[256];
 	snprintf(opts, sizeof(opts), ",queues=%u", queues);
 	const char *b[] = {block(0, d0, opts), NULL};
-	snprintf(p, sizeof(p), "probe=timer,blk.bench blk.rw=%s blk.bs=4096 blk.qd=%u blk.queues=%u",
-	         rw, qd, queues);
+	snprintf(p, sizeof(p),
+	         "probe=timer,blk.bench blk.rw=%s blk.bs=4096 blk.qd=%u blk.queues=%u", rw, qd,
+	         queues);
 	run(&r, p, b, queues, sandbox);
 	check_probe_ok(&r, how(sandbox, "blk.bench"));
 	struct blk_bench_result x;

@@ -17,33 +17,17 @@
 
 #define RINGVM BUILD_PATH("core/ringvm")
 
-static const char *const lat_kinds[] = {"loop",           "pio-rtc",        "pio-uart",
-                                        "cfg-bridge",     "cfg-virtio",     "cfgdata-bridge",
+static const char *const lat_kinds[] = {"loop",           "pio-rtc",    "pio-uart",
+                                        "cfg-bridge",     "cfg-virtio", "cfgdata-bridge",
                                         "cfgdata-virtio", "mmio-virtio"};
 #define NKINDS (sizeof(lat_kinds) / sizeof(lat_kinds[0]))
-
-static bool help_lists(const char *opt)
-{
-	struct harness_argv a;
-	struct harness_opts o = {.timeout_s = 10};
-	struct harness_result r;
-	harness_argv_init(&a);
-	harness_argv_add(&a, "%s", RINGVM);
-	harness_argv_add(&a, "run");
-	harness_argv_add(&a, "--help");
-	if (harness_run(&a, &o, &r) != 0)
-		return false;
-	bool found = strstr(r.out, opt) != NULL;
-	harness_result_free(&r);
-	return found;
-}
 
 static void need_rng(void)
 {
 	REQUIRE_FACILITY(facility_kvm(), "/dev/kvm is not usable");
 	REQUIRE_FACILITY(harness_probe_exists(), "the probe guest was not built");
-	if (!help_lists("--rng"))
-		cr_skip_test("ringvm has no --rng option yet (virtio-rng not wired up)");
+	REQUIRE_FACILITY(harness_ringvm_has_option("--rng"),
+	                 "ringvm run --help lists no such option");
 }
 
 static void run(struct harness_result *r, const char *params, bool sandbox, bool rng)
@@ -93,7 +77,8 @@ static void lat(bool sandbox)
 		cr_assert(!strstr(l, "skipped="), "kind %s skipped: %.200s", lat_kinds[i], l);
 		cr_assert_eq(get_num(l, "n"), 200);
 		double mean = get_num(l, "mean_us"), p50 = get_num(l, "p50_us");
-		double p99 = get_num(l, "p99_us"), lo = get_num(l, "min_us"), hi = get_num(l, "max_us");
+		double p99 = get_num(l, "p99_us"), lo = get_num(l, "min_us"),
+		       hi = get_num(l, "max_us");
 		cr_assert(mean > 0, "%s: mean_us=%g", lat_kinds[i], mean);
 		cr_assert(lo <= p50 && p50 <= p99 && p99 <= hi,
 		          "%s: min %g, p50 %g, p99 %g, max %g out of order", lat_kinds[i], lo, p50,
@@ -112,8 +97,7 @@ Test(e2e_ringvm_lat, lat_all_kinds, .timeout = 120)
 {
 	need_rng();
 	lat(true);
-	if (help_lists("--disable-sandbox"))
-		lat(false);
+	lat(false);
 }
 
 static void rng_bench(bool sandbox)
@@ -141,8 +125,7 @@ Test(e2e_ringvm_lat, rng_bench, .timeout = 120)
 {
 	need_rng();
 	rng_bench(true);
-	if (help_lists("--disable-sandbox"))
-		rng_bench(false);
+	rng_bench(false);
 }
 
 /* Without the device: lat still measures the main-process kinds, rng.bench fails cleanly. */

@@ -91,29 +91,13 @@ static bool on_path(const char *prog)
 	return false;
 }
 
-static bool help_lists(const char *opt)
-{
-	struct harness_argv a;
-	struct harness_opts o = {.timeout_s = 10};
-	struct harness_result r;
-	harness_argv_init(&a);
-	harness_argv_add(&a, "%s", RINGVM);
-	harness_argv_add(&a, "run");
-	harness_argv_add(&a, "--help");
-	if (harness_run(&a, &o, &r) != 0)
-		return false;
-	bool found = strstr(r.out, opt) != NULL;
-	harness_result_free(&r);
-	return found;
-}
-
 static void need_all(void)
 {
 	REQUIRE_FACILITY(facility_kvm(), "/dev/kvm is not usable");
 	REQUIRE_FACILITY(on_path("qemu-img"), "qemu-img (Debian's qemu-utils) is not installed");
 	REQUIRE_FACILITY(harness_probe_exists(), "the probe guest was not built");
 	cr_assert(access(QCOW_TOOL, X_OK) == 0, "%s was not built", QCOW_TOOL);
-	cr_assert(help_lists("--block"), "ringvm run --help lists no --block");
+	cr_assert(harness_ringvm_has_option("--block"), "ringvm run --help lists no --block");
 }
 
 /*
@@ -153,7 +137,7 @@ static void cmd_expect(int want, const char *arg0, ...)
 	             arg0, rc, want, r.out, r.err);
 	harness_result_free(&r);
 }
-#define CMD(...)  cmd_expect(0, __VA_ARGS__, (const char *)NULL)
+#define CMD(...) cmd_expect(0, __VA_ARGS__, (const char *)NULL)
 
 /* A number after "key": in JSON text (the first occurrence), or false. */
 static bool json_u64(const char *json, const char *key, uint64_t *v)
@@ -227,11 +211,12 @@ static void check_info(const char *img, uint64_t vsize, const char *what)
 	static const char *const strs[] = {"format", "compat"};
 	for (unsigned i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
 		char a[64], b[64];
-		cr_assert(json_str(q.out, strs[i], a, sizeof(a)), "%s: qemu-img info has no %s", what,
-		          strs[i]);
-		cr_assert(json_str(t.out, strs[i], b, sizeof(b)), "%s: qcow-tool info has no %s", what,
-		          strs[i]);
-		cr_assert_str_eq(a, b, "%s: %s: qemu-img says %s, qcow-tool %s", what, strs[i], a, b);
+		cr_assert(json_str(q.out, strs[i], a, sizeof(a)), "%s: qemu-img info has no %s",
+		          what, strs[i]);
+		cr_assert(json_str(t.out, strs[i], b, sizeof(b)), "%s: qcow-tool info has no %s",
+		          what, strs[i]);
+		cr_assert_str_eq(a, b, "%s: %s: qemu-img says %s, qcow-tool %s", what, strs[i], a,
+		                 b);
 	}
 	harness_result_free(&q);
 	harness_result_free(&t);
@@ -320,7 +305,8 @@ static void make_content(const char *path, uint64_t size, uint64_t seed)
 		unsigned kind = (unsigned)(xs(&s) % 5);
 		memset(buf, 0, n);
 		switch (kind) {
-		case 0: continue; /* a hole */
+		case 0:
+			continue; /* a hole */
 		case 1:
 		case 3:
 			for (size_t k = 0; k + 8 <= (kind == 3 ? n / 2 : n); k += 8) {
@@ -330,14 +316,17 @@ static void make_content(const char *path, uint64_t size, uint64_t seed)
 			break;
 		case 2:
 			for (size_t k = 0; k < n;) {
-				int w = snprintf((char *)buf + k, n - k, "ringvm qcow2 block %lu line %zu\n",
+				int w = snprintf((char *)buf + k, n - k,
+				                 "ringvm qcow2 block %lu line %zu\n",
 				                 (unsigned long)i, k);
 				if (w <= 0)
 					break;
 				k += (size_t)w;
 			}
 			break;
-		case 4: buf[xs(&s) % n] = (uint8_t)(1 + xs(&s) % 255); break;
+		case 4:
+			buf[xs(&s) % n] = (uint8_t)(1 + xs(&s) % 255);
+			break;
 		}
 		write_all(fd, buf, n, off);
 	}
@@ -434,7 +423,8 @@ static void read_interop(const struct read_variant *v)
 	const char *src = P("src.raw"), *img = P("img.qcow2");
 	make_content(src, IMG_SIZE, 11);
 	if (v->compress)
-		CMD("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", v->opts, src, img);
+		CMD("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", v->opts, src,
+		    img);
 	else
 		CMD("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", v->opts, src, img);
 	CMD("qemu-img", "check", img);
@@ -444,11 +434,11 @@ static void read_interop(const struct read_variant *v)
 	}
 }
 
-#define READ_TEST(tname, o, c)                                                              \
-	Test(e2e_ringvm_qcow2, read_##tname)                                                \
-	{                                                                                   \
-		static const struct read_variant v = {#tname, o, c};                        \
-		read_interop(&v);                                                           \
+#define READ_TEST(tname, o, c)                                                                     \
+	Test(e2e_ringvm_qcow2, read_##tname)                                                       \
+	{                                                                                          \
+		static const struct read_variant v = {#tname, o, c};                               \
+		read_interop(&v);                                                                  \
 	}
 
 READ_TEST(compat_0_10, "compat=0.10", false)
@@ -575,7 +565,8 @@ static void fill_check(const char *img, const char *base, unsigned seed, unsigne
 		harness_argv_add(&a, "%s", now);
 		harness_argv_add(&a, "%s", log);
 		cr_assert_eq(harness_run(&a, &o, &c), 0);
-		cr_assert(c.exited && c.exit_code == 0, "%s: blk_mirror.py: %s%s", what, c.out, c.err);
+		cr_assert(c.exited && c.exit_code == 0, "%s: blk_mirror.py: %s%s", what, c.out,
+		          c.err);
 		harness_result_free(&c);
 		unlink(pym);
 	}
@@ -584,8 +575,8 @@ static void fill_check(const char *img, const char *base, unsigned seed, unsigne
 
 struct write_variant {
 	const char *name;
-	bool qemu_img;     /* created by qemu-img (else qcow-tool) */
-	const char *opts;  /* -o, or NULL */
+	bool qemu_img;    /* created by qemu-img (else qcow-tool) */
+	const char *opts; /* -o, or NULL */
 	uint64_t size, grown;
 	bool l1_moves; /* growing must relocate the L1 table */
 };
@@ -616,7 +607,8 @@ static void write_interop(const struct write_variant *v)
 		CMD(QCOW_TOOL, "resize", img, gsz);
 		peek(img, 40, &l1_after, 8);
 		if (v->l1_moves)
-			cr_assert_neq(l1_before, l1_after, "%s: the L1 table was not relocated", v->name);
+			cr_assert_neq(l1_before, l1_after, "%s: the L1 table was not relocated",
+			              v->name);
 		check_clean(img, "after qcow-tool resize");
 		check_info(img, v->grown, "after qcow-tool resize");
 		unlink(base);
@@ -627,11 +619,11 @@ static void write_interop(const struct write_variant *v)
 	}
 }
 
-#define WRITE_TEST(tname, q, o, s, g, m)                                                    \
-	Test(e2e_ringvm_qcow2, write_##tname)                                               \
-	{                                                                                   \
-		static const struct write_variant v = {#tname, q, o, s, g, m};               \
-		write_interop(&v);                                                          \
+#define WRITE_TEST(tname, q, o, s, g, m)                                                           \
+	Test(e2e_ringvm_qcow2, write_##tname)                                                      \
+	{                                                                                          \
+		static const struct write_variant v = {#tname, q, o, s, g, m};                     \
+		write_interop(&v);                                                                 \
 	}
 
 WRITE_TEST(qemu_img_default, true, NULL, IMG_SIZE, 48 * MIB, false)
@@ -672,8 +664,8 @@ static uint64_t now_ms(void)
  * whole group. Returns the number of `PROBE blk.fill.op` lines seen; *ended
  * when the guest finished (PROBE-END) before the kill.
  */
-static unsigned spawn_and_kill(const struct harness_argv *a, const char *marker,
-                               unsigned delay_ms, bool *ended, uint64_t *ran_ms)
+static unsigned spawn_and_kill(const struct harness_argv *a, const char *marker, unsigned delay_ms,
+                               bool *ended, uint64_t *ran_ms)
 {
 	int p[2];
 	cr_assert(pipe2(p, O_CLOEXEC) == 0);
@@ -753,9 +745,9 @@ static void wait_unlocked(const char *img)
 	cr_assert(fd >= 0);
 	uint64_t until = now_ms() + 5000;
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		cr_assert_lt(now_ms(), until,
-		             "%s is still locked 5 s after SIGKILL: a device process outlived ringvm",
-		             img);
+		cr_assert_lt(
+		    now_ms(), until,
+		    "%s is still locked 5 s after SIGKILL: a device process outlived ringvm", img);
 		usleep(2000);
 	}
 	close(fd);
@@ -843,7 +835,8 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 		char params[256];
 		if (bench)
 			snprintf(params, sizeof(params),
-			         "probe=timer,blk.bench blk.rw=randwrite blk.bs=%u blk.qd=16 blk.secs=30 "
+			         "probe=timer,blk.bench blk.rw=randwrite blk.bs=%u blk.qd=16 "
+			         "blk.secs=30 "
 			         "blk.seed=%u",
 			         i % 2 ? 4096 : 65536, (unsigned)(xs(&s) % 100000));
 		else
@@ -858,8 +851,8 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 		unsigned delay = 50 + (unsigned)(xs(&s) % 650);
 		bool ended;
 		uint64_t ran;
-		unsigned ops = spawn_and_kill(&a, bench ? "PROBE timer " : "PROBE blk.fill start", delay,
-		                              &ended, &ran);
+		unsigned ops = spawn_and_kill(&a, bench ? "PROBE timer " : "PROBE blk.fill start",
+		                              delay, &ended, &ran);
 		cr_assert(!ended, "iteration %u: the guest finished before the kill", i);
 		midrun++;
 		ops_total += ops;
@@ -868,11 +861,12 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 
 		struct harness_result q, t;
 		int rq = CMD_R(&q, "qemu-img", "check", "--output=json", img);
-		cr_assert(rq == 0 || rq == 3,
-		          "iteration %u (seed %lu, cluster %s, %s, %s, killed %u ms in): qemu-img check "
-		          "exit %d (2: corruption)\n%s%s",
-		          i, (unsigned long)seed, cs, bench ? "blk.bench" : "blk.fill",
-		          sandbox ? "sandboxed" : "no sandbox", delay, rq, q.out, q.err);
+		cr_assert(
+		    rq == 0 || rq == 3,
+		    "iteration %u (seed %lu, cluster %s, %s, %s, killed %u ms in): qemu-img check "
+		    "exit %d (2: corruption)\n%s%s",
+		    i, (unsigned long)seed, cs, bench ? "blk.bench" : "blk.fill",
+		    sandbox ? "sandboxed" : "no sandbox", delay, rq, q.out, q.err);
 		uint64_t l = 0, lt = 0, eof = rc_past_eof(img);
 		json_u64(q.out, "leaks", &l);
 		int rt = CMD_R(&t, QCOW_TOOL, "check", img);
@@ -881,11 +875,12 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 			          "qcow-tool check: %s", t.out);
 		/* qemu-img looks only at clusters inside the file; qcow-tool also counts
 		 * those past its end that a killed allocation left with refcount 1. */
-		cr_assert(rt == (l + eof ? 3 : 0) && lt == l + eof,
-		          "iteration %u: qcow-tool check exit %d (%lu leaks), qemu-img check %d "
-		          "(%lu leaks) + %lu referenced clusters past the end of the file\n%s%s\n%s",
-		          i, rt, (unsigned long)lt, rq, (unsigned long)l, (unsigned long)eof, t.out,
-		          t.err, q.out);
+		cr_assert(
+		    rt == (l + eof ? 3 : 0) && lt == l + eof,
+		    "iteration %u: qcow-tool check exit %d (%lu leaks), qemu-img check %d "
+		    "(%lu leaks) + %lu referenced clusters past the end of the file\n%s%s\n%s",
+		    i, rt, (unsigned long)lt, rq, (unsigned long)l, (unsigned long)eof, t.out,
+		    t.err, q.out);
 		past_eof += eof;
 		last_tool_leaks = lt;
 		cr_assert_geq(l, prev_leaks, "iteration %u: leaks went down (%lu -> %lu)", i,
@@ -894,11 +889,12 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 			leaky++;
 			leaked += l - prev_leaks;
 		}
-		cr_log_info("crash %u: cluster %s, %s, %s, killed %u ms after the writes began "
-		            "(%lu ms after exec), %u ops printed, qemu-img check %d, %lu new leaked "
-		            "clusters",
-		            i, cs, bench ? "blk.bench" : "blk.fill", sandbox ? "sandbox" : "no sandbox",
-		            delay, (unsigned long)ran, ops, rq, (unsigned long)(l - prev_leaks));
+		cr_log_info(
+		    "crash %u: cluster %s, %s, %s, killed %u ms after the writes began "
+		    "(%lu ms after exec), %u ops printed, qemu-img check %d, %lu new leaked "
+		    "clusters",
+		    i, cs, bench ? "blk.bench" : "blk.fill", sandbox ? "sandbox" : "no sandbox",
+		    delay, (unsigned long)ran, ops, rq, (unsigned long)(l - prev_leaks));
 		prev_leaks = l;
 		harness_result_free(&q);
 		harness_result_free(&t);
@@ -917,12 +913,13 @@ Test(e2e_ringvm_qcow2, crash_sigkill_during_allocating_writes, .timeout = 300)
 	check_probe_ok(&r, "ringvm blk.verify on the crashed image");
 	harness_result_free(&r);
 	check_clean(img, "after blk.verify");
-	cr_log_warn("crash loop: seed %lu, %u iterations (%u fresh images), %u killed mid-run, "
-	            "%u leaked (%lu leaked clusters in all), none corrupt; refcounted clusters past "
-	            "EOF (qcow-tool-only leaks) seen %lu times; %lu blk.fill ops printed, %lu ms in "
-	            "ringvm",
-	            (unsigned long)seed, iters, fresh, midrun, leaky, (unsigned long)leaked,
-	            (unsigned long)past_eof, (unsigned long)ops_total, (unsigned long)ms_total);
+	cr_log_warn(
+	    "crash loop: seed %lu, %u iterations (%u fresh images), %u killed mid-run, "
+	    "%u leaked (%lu leaked clusters in all), none corrupt; refcounted clusters past "
+	    "EOF (qcow-tool-only leaks) seen %lu times; %lu blk.fill ops printed, %lu ms in "
+	    "ringvm",
+	    (unsigned long)seed, iters, fresh, midrun, leaky, (unsigned long)leaked,
+	    (unsigned long)past_eof, (unsigned long)ops_total, (unsigned long)ms_total);
 }
 
 /* ---- 4. hostile images ---- */
@@ -1179,8 +1176,9 @@ static void l2_at_metadata(bool sandbox)
 	/* Allocate guest cluster 0 (and its L2 table) with a guest write first. */
 	const char *b[] = {block(0, p, ""), NULL};
 	struct harness_result r;
-	run(&r, "probe=blk.fill blk.count=1 blk.max_kib=1 blk.span_mib=1 blk.discard_pct=0 "
-	        "blk.zeroes_pct=0 blk.seed=1",
+	run(&r,
+	    "probe=blk.fill blk.count=1 blk.max_kib=1 blk.span_mib=1 blk.discard_pct=0 "
+	    "blk.zeroes_pct=0 blk.seed=1",
 	    b, sandbox);
 	check_probe_ok(&r, "allocating write");
 	harness_result_free(&r);

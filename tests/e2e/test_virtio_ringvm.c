@@ -18,28 +18,12 @@
 #define RINGVM  BUILD_PATH("core/ringvm")
 #define RNG_OPT "--rng" /* the CLI option that adds a virtio-rng device */
 
-static bool help_lists(const char *opt)
-{
-	struct harness_argv a;
-	struct harness_opts o = {.timeout_s = 10};
-	struct harness_result r;
-	harness_argv_init(&a);
-	harness_argv_add(&a, "%s", RINGVM);
-	harness_argv_add(&a, "run");
-	harness_argv_add(&a, "--help");
-	if (harness_run(&a, &o, &r) != 0)
-		return false;
-	bool found = r.out && strstr(r.out, opt) != NULL;
-	harness_result_free(&r);
-	return found;
-}
-
 static void need_rng(void)
 {
 	REQUIRE_FACILITY(facility_kvm(), "/dev/kvm is not usable");
 	REQUIRE_FACILITY(harness_probe_exists(), "the probe guest was not built");
-	if (!help_lists(RNG_OPT))
-		cr_skip_test("ringvm has no %s option yet (virtio-rng not wired up)", RNG_OPT);
+	REQUIRE_FACILITY(harness_ringvm_has_option(RNG_OPT),
+	                 "ringvm run --help lists no such option");
 }
 
 /* Boots the probe under ringvm with a virtio-rng device; sandbox off when !sandbox. */
@@ -66,8 +50,7 @@ static void run(struct harness_result *r, const char *params, bool sandbox)
 	do {                                                                                       \
 		need_rng();                                                                        \
 		fn(true);                                                                          \
-		if (help_lists("--disable-sandbox"))                                               \
-			fn(false);                                                                 \
+		fn(false);                                                                         \
 	} while (0)
 
 static void rng(bool sandbox)
