@@ -386,10 +386,23 @@ int virtq_wait(struct virtq *vq, uint64_t timeout_us)
 	unsigned vec = virtq_vector(vq);
 	int ret = VQ_TIMEOUT;
 	bool armed = false;
+	bool pre_completed = false;
 
 	if (vq->event_idx) {
 		*virtq_used_event(vq) = vq->last_used;
 		virtio_mb(); /* publish used_event before looking at used->idx once more */
+		/*
+		 * A completion the device published before it could see this
+		 * used_event may owe no interrupt (the device checked the old
+		 * value). Wait for its interrupt only briefly, and do not count
+		 * it as missed: only completions after this point must be signalled.
+		 */
+		if (vq->used->idx != vq->last_used) {
+			pre_completed = true;
+			uint64_t soon = rdtsc() + 50000 * khz / 1000; /* 50 ms */
+			if (soon < deadline)
+				deadline = soon;
+		}
 	}
 	for (;;) {
 		/*
@@ -413,7 +426,8 @@ int virtq_wait(struct virtq *vq, uint64_t timeout_us)
 		uint64_t now = rdtsc();
 		if (now >= deadline) {
 			if (used) { /* completed, but no interrupt: counted, not hidden */
-				vq->missed_irqs++;
+				if (!pre_completed)
+					vq->missed_irqs++;
 				ret = VQ_USED;
 			} else if (virtio_get_status(vq->dev) & VIRTIO_S_NEEDS_RESET) {
 				ret = VQ_NEEDS_RESET; /* without the config interrupt it owes us */
