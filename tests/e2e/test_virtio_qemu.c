@@ -234,7 +234,12 @@ Test(e2e_qemu_virtio, hostile_vq)
 {
 	/* hostile.good_ms: a loaded host may take long to serve the good request after a case. */
 	boot_ok(1, "probe=hostile.vq,rng hostile.good_ms=3000 hostile.skip=" QEMU_HOSTILE_SKIP);
-	check_hostile_vq(cur.res.out, QEMU_HOSTILE_SKIP);
+	/*
+	 * addr-own-bar: QEMU DMA-writes the case's bytes into its own common
+	 * config, so the status it then reads back is whatever was written —
+	 * a NEEDS_RESET bit there comes without a config interrupt.
+	 */
+	check_hostile_vq(cur.res.out, QEMU_HOSTILE_SKIP, "addr-own-bar");
 	check_rng(cur.res.out, 4, 64); /* and the device is fine afterwards */
 	unsigned n = sizeof(qemu_hostile) / sizeof(qemu_hostile[0]);
 	check(n + 2 == hostile_vq_ncases, "table out of date: %u of %u cases", n,
@@ -264,7 +269,8 @@ Test(e2e_qemu_virtio, hostile_vq)
 	};
 	for (unsigned i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++)
 		check(strstr(cur.res.err, msgs[i]) != NULL, "QEMU never said \"%s\"", msgs[i]);
-	check(cur.res.elapsed_s < 100.0, "hostile.vq took %.2f s (a hang, not load)", cur.res.elapsed_s);
+	check(cur.res.elapsed_s < 100.0, "hostile.vq took %.2f s (a hang, not load)",
+	      cur.res.elapsed_s);
 }
 
 /*

@@ -100,7 +100,7 @@ static void hostile(bool sandbox)
 	struct harness_result r;
 	run(&r, "probe=hostile.vq,rng hostile.good_ms=3000", sandbox);
 	check_probe_ok(&r, "ringvm hostile.vq");
-	check_hostile_vq(r.out, "");
+	check_hostile_vq(r.out, "", "");
 	check_rng(r.out, 4, 64);
 	harness_result_free(&r);
 }
