@@ -40,6 +40,10 @@ qcow2 part), BLK_DIRECT (1; 0 skips the O_DIRECT part), BLK_DIRECT_DIR
 """
 import json, os, platform, re, shutil, statistics, subprocess, sys, tempfile, threading, time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the tree for the import below
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxy import num, parse_kv, read, tasks  # noqa: E402  (shared with net.py)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -47,33 +51,7 @@ def env_int(name, default):
     return int(os.environ.get(name, default))
 
 
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def parse_kv(line):
-    return dict(m.groups() for m in re.finditer(r'(\w+)=("[^"]*"|\S+)', line))
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
 # ---------------------------------------------------------------- CPU accounting
-
-def tasks(pid):
-    try:
-        return os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-
 
 def children(pid):
     """Processes whose parent is pid (ringvm forks its device processes without exec)."""
