@@ -380,6 +380,8 @@ int exec_task_cancel(struct exec *ex, struct exec_task *t)
 	case PARK_NONE:
 	case PARK_YIELD:
 		break; /* running or runnable: its next wait sees the flag */
+	case PARK_BATCH:
+		break; /* resumes when the batch has completed (exec.h) */
 	}
 	return 0;
 }

@@ -16,6 +16,7 @@ enum {
 	OP_TAG_MAIN = 0,
 	OP_TAG_TIMEOUT = 1, /* the linked timeout */
 	OP_TAG_CANCEL = 2,  /* an ASYNC_CANCEL aimed at the op */
+	OP_TAG_BATCH = 3,   /* user_data is a struct exec_batch_op */
 	OP_TAG_MASK = 3,
 };
 /* user_data 0: an internal fire-and-forget SQE; only inflight is owed. */
@@ -29,6 +30,7 @@ enum park {
 	PARK_EVENTFD, /* park_obj: struct exec_eventfd */
 	PARK_JOIN,    /* park_obj: the task being joined */
 	PARK_YIELD,   /* queued on the run queue */
+	PARK_BATCH,   /* park_obj: struct exec_batch; ends only when it has completed */
 };
 
 struct exec_task {
@@ -164,6 +166,12 @@ static inline void op_complete(struct exec *ex, const struct io_uring_cqe *cqe)
 	case OP_TAG_TIMEOUT:
 		op->link_res = cqe->res;
 		break;
+	case OP_TAG_BATCH: {
+		struct exec_batch_op *o = (struct exec_batch_op *)op;
+		o->res = cqe->res;
+		op = &o->batch->op;
+		break;
+	}
 	default:
 		break; /* the cancel's own result does not matter: the op's does */
 	}

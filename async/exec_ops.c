@@ -427,3 +427,87 @@ int efd_cancel_await(struct exec *ex, struct exec_eventfd *e)
 	}
 	return 0;
 }
+
+/* ---- batches (exec.h): one park for many operations ---- */
+
+void exec_batch_init(struct exec_batch *b)
+{
+	memset(b, 0, sizeof(*b));
+}
+
+/* One SQE for o in b: the CQ slot is reserved, the SQE tagged so its CQE
+ * lands in o and counts down b. NULL with *err set when nothing is queued. */
+static inline struct io_uring_sqe *batch_sqe(struct exec *ex, struct exec_batch *b,
+                                             struct exec_batch_op *o, int *err)
+{
+	struct exec_task *t = ex->current;
+	struct io_uring_sqe *sqe;
+
+	if (!t) {
+		*err = -EPERM;
+		return NULL;
+	}
+	if (t->cancelled) {
+		*err = -ECANCELED;
+		return NULL;
+	}
+	if (!slots_fast(ex, 1) && (*err = slots_wait(ex, 1)))
+		return NULL;
+	if ((*err = sqes_take(ex, &sqe, 1))) {
+		slots_release(ex, 1);
+		slots_kick(ex);
+		return NULL;
+	}
+	o->res = 0;
+	o->batch = b;
+	b->op.pending++;
+	b->added++;
+	return sqe;
+}
+
+#define BATCH_OP(ex, b, o, prep)                                                                   \
+	do {                                                                                       \
+		int err_ = 0;                                                                      \
+		struct io_uring_sqe *sqe = batch_sqe((ex), (b), (o), &err_);                       \
+		if (!sqe)                                                                          \
+			return err_;                                                               \
+		prep;                                                                              \
+		io_uring_sqe_set_data64(sqe, op_ud((struct exec_op *)(o), OP_TAG_BATCH));         \
+		return 0;                                                                          \
+	} while (0)
+
+int exec_batch_nop(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o)
+{
+	BATCH_OP(ex, b, o, io_uring_prep_nop(sqe));
+}
+
+int exec_batch_readv(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int fd,
+                     const struct iovec *iov, unsigned n, uint64_t off)
+{
+	BATCH_OP(ex, b, o, (io_uring_prep_readv(sqe, fd, iov, n, off), sqe_fd(sqe, fd)));
+}
+
+int exec_batch_writev(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int fd,
+                      const struct iovec *iov, unsigned n, uint64_t off)
+{
+	BATCH_OP(ex, b, o, (io_uring_prep_writev(sqe, fd, iov, n, off), sqe_fd(sqe, fd)));
+}
+
+int exec_batch_wait(struct exec *ex, struct exec_batch *b)
+{
+	struct exec_task *t = ex->current;
+	int n;
+
+	if (!t)
+		return -EPERM;
+	/* Only the last completion wakes us; cancelling t does not (the
+	 * operations' buffers are the kernel's until then). */
+	while (b->op.pending) {
+		b->op.task = t;
+		task_park(ex, PARK_BATCH, b);
+	}
+	b->op.task = NULL;
+	n = (int)b->added;
+	b->added = 0;
+	return t->cancelled ? -ECANCELED : n;
+}

@@ -59,6 +59,7 @@ for r in $(seq "$runs"); do
 		# NOPs: 32 tasks each looping on exec_nop vs a plain loop keeping 32
 		# NOPs in flight (one submit-and-wait per batch), back to back
 		ours nop-exec 32 5000000
+		ours nop-batch 32 5000000
 		ours nop-uring 32 5000000
 		ours randread "$file" 1 "$secs"
 		fio_iops fio_qd1 1
@@ -101,6 +102,10 @@ rows = [
        f'plain liburing, batch 32: {med["nop_uring" + t]/1e6:.2f} M ops/s',
        f'{ratio("nop_exec" + t, "nop_uring" + t):.2f}x (target >= 0.9x)')
       for t, label in (("", "unpinned"), ("_pinned", "1 CPU"))
+] + [(f"NOPs, 1 task, exec_batch of 32, {label}", f'{med["nop_batch" + t]/1e6:.2f} M ops/s',
+       f'plain liburing, batch 32: {med["nop_uring" + t]/1e6:.2f} M ops/s',
+       f'{ratio("nop_batch" + t, "nop_uring" + t):.2f}x (target >= 0.9x)')
+      for t, label in (("", "unpinned"), ("_pinned", "1 CPU"))
 ] + io_rows("", "unpinned") + io_rows("_pinned", "1 CPU")
 w = [max(len(r[i]) for r in rows) for i in range(4)]
 hdr = ("measure", "ringvm async", "baseline (same run)", "ratio")
@@ -121,6 +126,8 @@ doc = {
     "ratios": {
         "nop_exec_vs_uring": ratio("nop_exec", "nop_uring"),
         "nop_exec_vs_uring_pinned": ratio("nop_exec_pinned", "nop_uring_pinned"),
+        "nop_batch_vs_uring": ratio("nop_batch", "nop_uring"),
+        "nop_batch_vs_uring_pinned": ratio("nop_batch_pinned", "nop_uring_pinned"),
         **{f"randread_qd1{t}_vs_fio": med["randread_qd1" + t] / med["fio_qd1" + t]
            for t in ("", "_pinned")},
         **{f"randread_qd32{t}_vs_best_fio": med["randread_qd32" + t]
