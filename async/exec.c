@@ -241,6 +241,11 @@ static int loop_step(struct exec *ex, struct exec_task *until)
 	return reap_and_submit(ex, ex->run_head == NULL);
 }
 
+bool exec_others_runnable(const struct exec *ex)
+{
+	return ex->batch || ex->run_head;
+}
+
 int exec_run(struct exec *ex)
 {
 	int ret = 0;

@@ -223,6 +223,23 @@ EXEC_WUR int exec_sleep(struct exec *ex, uint64_t ns);
  */
 EXEC_WUR int exec_cancel_fd(struct exec *ex, int fd);
 
+/*
+ * Queue a write of buf[0..len) to fd (e.g. an eventfd signal) without
+ * waiting for it: it goes to the kernel with the loop's next submit, which
+ * also waits for the next completion, so no syscall of its own. buf must
+ * stay valid until then (use static data); the result is not reported. For
+ * writes that cannot block and need no answer. From a task only. 0, or
+ * -EBUSY when no CQ/SQ room is at hand right now (write(2) instead),
+ * -EPERM outside a task.
+ */
+EXEC_WUR int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len);
+
+/* Whether another task will run before the loop next waits for the kernel
+ * (one is runnable in this pass or the next). Lets a task batch its
+ * follow-up work (e.g. one interrupt for several completions) only when
+ * there is something to batch with. */
+bool exec_others_runnable(const struct exec *ex);
+
 /* ---- waiting for other tasks ---- */
 
 /* A FIFO of parked tasks (a condition-variable-like wake-up). Embed and init. */

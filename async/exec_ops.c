@@ -511,3 +511,22 @@ int exec_batch_wait(struct exec *ex, struct exec_batch *b)
 	b->added = 0;
 	return t->cancelled ? -ECANCELED : n;
 }
+
+int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!ex->current)
+		return -EPERM;
+	if (!slots_fast(ex, 1))
+		return -EBUSY;
+	if (io_uring_sq_space_left(&ex->ring) == 0 || sqes_take(ex, &sqe, 1)) {
+		slots_release(ex, 1);
+		return -EBUSY;
+	}
+	/* Offset -1: the file position, the only valid one for a stream. */
+	io_uring_prep_write(sqe, fd, buf, len, (uint64_t)-1);
+	sqe_fd(sqe, fd);
+	io_uring_sqe_set_data64(sqe, 0); /* fire and forget: only inflight is owed */
+	return 0;
+}

@@ -225,12 +225,15 @@ static int slot_task(struct exec *ex, void *arg)
 		/*
 		 * One interrupt per batch: the first slot to complete lets every
 		 * other task of this pass (the other completions of the same CQE
-		 * batch) run before it signals; the others find it pending.
+		 * batch) run before it signals; the others find it pending. Alone
+		 * (QD1), it signals at once: a yield would only add a loop pass.
 		 */
 		if (!q->signal_pending) {
-			q->signal_pending = true;
-			exec_yield(ex);
-			q->signal_pending = false;
+			if (exec_others_runnable(ex)) {
+				q->signal_pending = true;
+				exec_yield(ex);
+				q->signal_pending = false;
+			}
 			virtio_queue_signal(&q->blk->vdev, q->vq);
 		}
 		if (--q->active == 0 && q->draining)

@@ -42,11 +42,12 @@ int devproc_pre_seccomp(void *arg)
 
 	if (a->prepared)
 		return 0;
-	if (!a->dev || !a->dev_state || a->dev->n_uring_ops > sizeof(ops) - 2)
+	if (!a->dev || !a->dev_state || a->dev->n_uring_ops > sizeof(ops) - 3)
 		return -EINVAL;
 	/* The executor polls the two sockets and reads kick eventfds. */
 	ops[n++] = IORING_OP_POLL_ADD;
 	ops[n++] = IORING_OP_READ;
+	ops[n++] = IORING_OP_WRITE; /* irqfd signals (exec_post_write) */
 	for (unsigned i = 0; i < a->dev->n_uring_ops; i++)
 		ops[n++] = a->dev->uring_ops[i];
 	int r = guest_mem_map_fd(&a->mem, a->memfd);

@@ -60,11 +60,18 @@ static bool masked(const struct virtio_pci *p, uint16_t v)
 
 static void fire(struct virtio_pci *p, struct virtio_msix_vec *e)
 {
-	uint64_t one = 1;
-	/* An eventfd write only fails on counter overflow (2^64 - 2 pending
-	 * interrupts), where one more changes nothing. */
-	ssize_t n = write(e->irqfd, &one, sizeof(one));
-	(void)n;
+	static const uint64_t one = 1;
+	/*
+	 * From a device task the write rides on the executor's next submit (the
+	 * one that waits for the next kick or completion): no syscall of its
+	 * own on the completion path. Elsewhere, or with no ring room, write(2).
+	 * An eventfd write only fails on counter overflow (2^64 - 2 pending
+	 * interrupts), where one more changes nothing.
+	 */
+	if (!p->ex || exec_post_write(p->ex, e->irqfd, &one, sizeof(one)) < 0) {
+		ssize_t n = write(e->irqfd, &one, sizeof(one));
+		(void)n;
+	}
 	p->irqs++;
 }
 

@@ -294,6 +294,10 @@ static inline void program_vector(unsigned v, bool unmask)
 static inline uint64_t irqs(unsigned v)
 {
 	uint64_t n = 0;
+	/* From a task, interrupts leave with the executor's next submit
+	 * (exec_post_write): let the loop make one pass first. */
+	if (exec_self(fx.ex))
+		exec_yield(fx.ex);
 	if (fx.irqfd[v] < 0 || read(fx.irqfd[v], &n, sizeof(n)) != sizeof(n))
 		return 0;
 	return n;
