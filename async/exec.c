@@ -201,6 +201,18 @@ int reap_and_submit(struct exec *ex, bool wait)
 		cancels_submit(ex);
 	if (wait && ex->inflight == 0)
 		return -EDEADLK;
+	if (!wait && io_uring_sq_ready(&ex->ring) && !ex->sq_deferred) {
+		/*
+		 * Tasks are runnable: SQEs queued in this pass wait one more pass
+		 * so they go in with the next pass's (typically the enter that
+		 * also waits) — e.g. a re-armed kick read and the request it led
+		 * to, one syscall instead of two. Never longer than one pass, so
+		 * a task that yields while waiting for its own I/O still gets it.
+		 */
+		ex->sq_deferred = true;
+		return 0;
+	}
+	ex->sq_deferred = false;
 	if (wait || io_uring_sq_ready(&ex->ring))
 		ex->enters++;
 	do {

@@ -234,6 +234,10 @@ EXEC_WUR int exec_cancel_fd(struct exec *ex, int fd);
  */
 EXEC_WUR int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len);
 
+/* Hand every queued SQE (posted writes included) to the kernel now, instead
+ * of with the loop's next submit. 0 or -errno. */
+EXEC_WUR int exec_flush(struct exec *ex);
+
 /* Whether another task will run before the loop next waits for the kernel
  * (one is runnable in this pass or the next). Lets a task batch its
  * follow-up work (e.g. one interrupt for several completions) only when

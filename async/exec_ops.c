@@ -518,6 +518,23 @@ int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len)
 
 	if (!ex->current)
 		return -EPERM;
+	if (ex->post_skip) {
+		/*
+		 * No CQE when it succeeds: otherwise its own completion would end
+		 * the loop's next wait at once and cost an extra enter. A failure's
+		 * CQE (rare: eventfd overflow) fits in the CQ's slack or the
+		 * kernel's overflow list, and is dropped when reaped.
+		 */
+		if (io_uring_sq_space_left(&ex->ring) == 0)
+			return -EBUSY;
+		if (sqes_take(ex, &sqe, 1))
+			return -EBUSY;
+		io_uring_prep_write(sqe, fd, buf, len, (uint64_t)-1);
+		sqe_fd(sqe, fd);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, UD_POSTED);
+		return 0;
+	}
 	if (!slots_fast(ex, 1))
 		return -EBUSY;
 	if (io_uring_sq_space_left(&ex->ring) == 0 || sqes_take(ex, &sqe, 1)) {
@@ -529,4 +546,17 @@ int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len)
 	sqe_fd(sqe, fd);
 	io_uring_sqe_set_data64(sqe, 0); /* fire and forget: only inflight is owed */
 	return 0;
+}
+
+int exec_flush(struct exec *ex)
+{
+	int ret;
+
+	if (!io_uring_sq_ready(&ex->ring))
+		return 0;
+	ex->enters++;
+	do
+		ret = io_uring_submit(&ex->ring);
+	while (ret == -EINTR);
+	return ret < 0 ? ret : 0;
 }

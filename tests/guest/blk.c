@@ -584,3 +584,21 @@ int blk_sync(struct blk_queue *q, uint32_t type, uint64_t sector, const struct b
 		}
 	}
 }
+
+uint32_t blk_irqs_settled(struct blk_queue *q, uint32_t want)
+{
+	unsigned vec = virtq_vector(&q->vq);
+	uint64_t khz = probe_tsc_khz(), t0 = rdtsc(), lim = t0 + 200 * khz;
+
+	/* A completion found by polling leaves its interrupt pending (taken at
+	 * the next STI) or still on its way from the host: give it 200 ms. */
+	probe_irq_window();
+	while (virtio_irqs(vec) < want) {
+		uint64_t now = rdtsc();
+		if (now >= lim)
+			break;
+		arm(now, lim, khz);
+		probe_wait_irq();
+	}
+	return virtio_irqs(vec);
+}

@@ -191,6 +191,14 @@ static inline void probe_wait_irq(void)
 	__asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 
+/* Lets interrupts that are already pending in the LAPIC be taken (the
+ * probe runs with interrupts off outside probe_wait_irq): one instruction
+ * with them enabled, after STI's one-instruction shadow. */
+static inline void probe_irq_window(void)
+{
+	__asm__ volatile("sti; nop; cli" ::: "memory");
+}
+
 /* ---- PCI (pci.c) ---- */
 uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off);
 void pci_cfg_write32(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint32_t v);

@@ -295,9 +295,8 @@ static inline uint64_t irqs(unsigned v)
 {
 	uint64_t n = 0;
 	/* From a task, interrupts leave with the executor's next submit
-	 * (exec_post_write): let the loop make one pass first. */
-	if (exec_self(fx.ex))
-		exec_yield(fx.ex);
+	 * (exec_post_write): hand them to the kernel first. */
+	cr_assert_eq(exec_flush(fx.ex), 0);
 	if (fx.irqfd[v] < 0 || read(fx.irqfd[v], &n, sizeof(n)) != sizeof(n))
 		return 0;
 	return n;
