@@ -25,9 +25,12 @@ struct disk_chain;
  * pread (main process), opens the backing chain through disk_open_chain.
  * d->fd/path/read_only are set; on success d->ops/priv/size/backing are.
  * Errors (one line in err): -EINVAL malformed, -ENOTSUP unsupported feature
- * (naming it), -EUCLEAN dirty image opened read-write, -ELOOP/-EMLINK
- * backing loops/too deep, -ENOENT missing backing file, -EIO short reads.
- * The corrupt bit opens the image read-only (d->read_only set).
+ * (naming it), -EUCLEAN dirty image whose refcounts could not be rebuilt,
+ * -ELOOP/-EMLINK backing loops/too deep, -ENOENT missing backing file, -EIO
+ * short reads. The corrupt bit opens the image read-only (d->read_only set).
+ * A dirty image (lazy refcounts, not closed cleanly) opened read-write has
+ * its refcounts rebuilt (check -r all on a private executor) and its dirty
+ * bit cleared before this returns; read-only opens leave it as it is.
  */
 int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_chain *chain,
                char *err, size_t errlen) __attribute__((warn_unused_result));
@@ -75,6 +78,7 @@ struct qcow2_check {
 	uint64_t corruptions, leaks, fixed_leaks, fixed_corruptions;
 	uint64_t allocated, total, fragmented, compressed;
 	uint64_t image_end;
+	uint64_t unfixable; /* corruptions repair cannot fix (bad entries, refs past EOF) */
 	char first_error[200];
 };
 enum { QCOW2_REPAIR_LEAKS = 1, QCOW2_REPAIR_ALL = 2 };

@@ -21,11 +21,20 @@ struct walk {
 	uint64_t n; /* clusters in the file */
 };
 
-static void corrupt(struct walk *w, const char *fmt, unsigned long long a, unsigned long long b)
+/* A corruption; fixable ones are what check -r all repairs (refcounts). */
+static void corrupt_as(struct walk *w, bool fixable, const char *fmt, unsigned long long a,
+                       unsigned long long b)
 {
 	w->out->corruptions++;
+	if (!fixable)
+		w->out->unfixable++;
 	if (!w->out->first_error[0])
 		snprintf(w->out->first_error, sizeof(w->out->first_error), fmt, a, b);
+}
+
+static void corrupt(struct walk *w, const char *fmt, unsigned long long a, unsigned long long b)
+{
+	corrupt_as(w, false, fmt, a, b);
 }
 
 static void count(struct walk *w, uint64_t off, uint64_t len, const char *what)
@@ -40,6 +49,7 @@ static void count(struct walk *w, uint64_t off, uint64_t len, const char *what)
 				         "%s at offset %#llx is past the end of the file", what,
 				         (unsigned long long)(c << w->q->cluster_bits));
 			w->out->corruptions++;
+			w->out->unfixable++;
 			return;
 		}
 		if (w->ref[c] != UINT32_MAX)
@@ -86,7 +96,7 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 		prev = h;
 		uint64_t rc;
 		if (qc_refcount(q, ex, h >> q->cluster_bits, &rc) == 0 && (rc == 1) != !!(e & QC_COPIED))
-			corrupt(w, "copied flag wrong on data cluster %#llx (refcount %llu)",
+			corrupt_as(w, true, "copied flag wrong on data cluster %#llx (refcount %llu)",
 			        (unsigned long long)h, (unsigned long long)rc);
 	}
 	qc_cache_put(ex, &q->l2c, t);
@@ -160,7 +170,7 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 			if (leak)
 				out->leaks++;
 			else
-				corrupt(&w, "cluster %llu: refcount %llu below its references",
+				corrupt_as(&w, true, "cluster %llu: refcount %llu below its references",
 				        (unsigned long long)c, (unsigned long long)rc);
 			if ((repair & QCOW2_REPAIR_ALL) || (leak && (repair & QCOW2_REPAIR_LEAKS))) {
 				if (want > q->rc_max)
