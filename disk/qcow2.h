@@ -56,6 +56,10 @@ unsigned qcow2_l2_cache_tables(const struct disk *d);
 /* Test hook: the n-th write step from now (1 = the next) fails with err. 0 disarms. */
 void qcow2_fail_write(struct disk *d, uint64_t n, int err);
 
+/* Test hook: while hold is set, in-place data writes park after looking up
+ * their cluster (so a test can interleave a discard with one in flight). */
+void qcow2_hold_writes(struct disk *d, struct exec *ex, bool hold);
+
 /* Header facts for info. */
 struct qcow2_info {
 	uint32_t version, cluster_bits, refcount_order, compression_type;

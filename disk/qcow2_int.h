@@ -76,6 +76,13 @@ struct qc_lock {
 	struct qc_lock *next;
 };
 
+/* An in-place data write in flight to host cluster `host` (write_seg): the
+ * cluster must not be freed (and so reallocated) until the write is done. */
+struct qc_inflight {
+	uint64_t host;
+	struct qc_inflight *prev, *next;
+};
+
 struct qcow2 {
 	int fd;             /* what operations pass to the ring (disk->io_fd) */
 	uint32_t version;
@@ -100,6 +107,8 @@ struct qcow2 {
 	uint32_t nb_snapshots;
 	bool read_only;
 	bool has_backing;
+	bool no_zero_range; /* the file system refused FALLOC_FL_ZERO_RANGE */
+	bool no_zero_fill;  /* ... and punch hole / allocate too: bounce buffers */
 	char backing_name[1024]; /* as stored in the header */
 	char backing_fmt[64];    /* from the extension, or "" */
 	uint64_t file_end;  /* bytes: the file is at least this long */
@@ -109,6 +118,11 @@ struct qcow2 {
 	struct qc_cache l2c, rbc;
 	struct qc_lock *locks;
 	struct exec_sem alloc_lock;
+	struct qc_inflight *inflight; /* in-place data writes in flight */
+	unsigned drain_waiters;       /* tasks waiting in release() for one to finish */
+	struct exec_waitq drained;
+	bool hold_inplace;            /* test hook: park in-place writes until released */
+	struct exec_waitq held;
 	/* test hook: the fail_at-th write step from now fails with fail_err */
 	uint64_t writes, fail_at;
 	int fail_err;
@@ -137,6 +151,10 @@ int qc_pwrite(struct qcow2 *q, struct exec *ex, const void *buf, size_t len,
               uint64_t off) QCOW2_WUR;
 int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,
                uint64_t off) QCOW2_WUR;
+/* Make [off, off+len) of a newly allocated cluster read as zeros without
+ * writing them (fallocate: ZERO_RANGE, or punch hole + allocate where the
+ * file system lacks it); the file grows to cover it. A write step. */
+int qc_zero(struct qcow2 *q, struct exec *ex, uint64_t off, uint64_t len) QCOW2_WUR;
 /* Write the metadata unit of table tbl (at host off) holding byte pos. */
 int qc_persist(struct qcow2 *q, struct exec *ex, const void *tbl, uint64_t off,
                uint64_t pos) QCOW2_WUR;

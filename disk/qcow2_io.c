@@ -374,6 +374,60 @@ out:
 	return r;
 }
 
+/*
+ * In-place writes look the mapping up without a lock and then write to the
+ * host cluster; a discard of the same guest cluster meanwhile may free that
+ * cluster, and an allocation reuse it for other data (or metadata) before
+ * the stale write lands. So a write registers its host cluster before it
+ * can yield, and freeing waits until no write to that cluster is in flight.
+ */
+static void inflight_add(struct qcow2 *q, struct qc_inflight *w, uint64_t host)
+{
+	w->host = host;
+	w->prev = NULL;
+	w->next = q->inflight;
+	if (q->inflight)
+		q->inflight->prev = w;
+	q->inflight = w;
+}
+
+static void inflight_del(struct exec *ex, struct qcow2 *q, struct qc_inflight *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->inflight = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	if (q->drain_waiters)
+		exec_waitq_wake(ex, &q->drained, UINT32_MAX);
+}
+
+static int inflight_drain(struct exec *ex, struct qcow2 *q, uint64_t host)
+{
+	for (struct qc_inflight *w = q->inflight; w;) {
+		if (w->host != host) {
+			w = w->next;
+			continue;
+		}
+		q->drain_waiters++;
+		int r = exec_waitq_wait(ex, &q->drained);
+		q->drain_waiters--;
+		if (r < 0)
+			return r;
+		w = q->inflight; /* the list changed: look again */
+	}
+	return 0;
+}
+
+void qcow2_hold_writes(struct disk *d, struct exec *ex, bool hold)
+{
+	struct qcow2 *q = qc_of(d);
+	q->hold_inplace = hold;
+	if (!hold)
+		exec_waitq_wake(ex, &q->held, UINT32_MAX);
+}
+
 /* Drop the host clusters an entry no longer referenced held. */
 static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 {
@@ -385,7 +439,8 @@ static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 	int64_t h = host_of(q, e);
 	if (h <= 0)
 		return h < 0 ? (int)h : 0;
-	return qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
+	int r = inflight_drain(ex, q, (uint64_t)h);
+	return r < 0 ? r : qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
 }
 
 /* Point guest cluster g at ne in its (pinned) table, persist, release old. */
@@ -417,6 +472,29 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		return r;
 	struct iovec one, *src = iov;
 	unsigned cnt = n;
+	/* Old contents all zeros: the new cluster is zeroed by fallocate and
+	 * only the guest's bytes are written (no bounce buffer, no 64 KiB write). */
+	enum qcow2_kind k = kind_of(q, old);
+	bool zeros = k == QCOW2_ZERO || (k == QCOW2_UNALLOC && !d->backing);
+	if (zeros && len < q->cs && iov) {
+		int64_t h = qc_alloc(q, ex, 1);
+		if (h < 0) {
+			r = (int)h;
+			goto out;
+		}
+		r = q->no_zero_fill ? -EOPNOTSUPP : qc_zero(q, ex, (uint64_t)h, q->cs);
+		if (r == 0)
+			r = qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
+		if (r == 0) {
+			r = set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
+			goto out;
+		}
+		int r2 = qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
+		(void)r2;
+		if (r != -EOPNOTSUPP)
+			goto out;
+		q->no_zero_fill = true; /* no fallocate at all: bounce buffers from now on */
+	}
 	if (len < q->cs || !iov) {
 		buf = qc_alloc_buf(q->cs);
 		if (!buf) {
@@ -470,7 +548,12 @@ static int write_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t in, s
 		if (r < 0)
 			return r;
 		r = qc_l2_entry(q, ex, g, &e);
-		if (r == 0 && !in_place(q, e))
+		/* Zeros over a cluster that reads as zeros: nothing to do. */
+		if (r == 0 && !iov &&
+		    (kind_of(q, e) == QCOW2_ZERO || (kind_of(q, e) == QCOW2_UNALLOC && !d->backing)) &&
+		    !(e & QC_L2_RESERVED))
+			r = 1;
+		else if (r == 0 && !in_place(q, e))
 			r = replace(d, ex, g, e, in, iov, n, len) ?: 1;
 		qc_unlock(ex, q, &lk);
 		if (r)
@@ -482,15 +565,19 @@ static int write_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t in, s
 	/* Never let a hostile L2 entry aim guest data at our metadata. */
 	if ((uint64_t)h >= q->file_end || qc_overlaps_meta(q, (uint64_t)h, q->cs))
 		return -EIO;
-	if (!iov) {
+	struct qc_inflight w;
+	inflight_add(q, &w, (uint64_t)h); /* before anything can yield */
+	while (q->hold_inplace && r == 0)
+		r = exec_waitq_wait(ex, &q->held);
+	if (r == 0 && !iov) {
 		uint8_t *z = qc_alloc_buf(len);
-		if (!z)
-			return -ENOMEM;
-		r = qc_pwrite(q, ex, z, len, (uint64_t)h + in);
+		r = z ? qc_pwrite(q, ex, z, len, (uint64_t)h + in) : -ENOMEM;
 		free(z);
-		return r;
+	} else if (r == 0) {
+		r = qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
 	}
-	return qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
+	inflight_del(ex, q, &w);
+	return r;
 }
 
 static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,

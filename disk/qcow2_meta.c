@@ -5,6 +5,8 @@
  * refcount table grown by relocation).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +98,31 @@ int qc_pwrite(struct qcow2 *q, struct exec *ex, const void *buf, size_t len, uin
 {
 	struct iovec v = {(void *)buf, len};
 	return qc_pwritev(q, ex, &v, 1, off);
+}
+
+int qc_zero(struct qcow2 *q, struct exec *ex, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len, in = q->file_end > off ? q->file_end - off : 0;
+	int r = step(q);
+	if (r < 0)
+		return r;
+	if (!q->no_zero_range) {
+		/* ZERO_RANGE without KEEP_SIZE: zeros, and the file grows to cover them. */
+		r = exec_fallocate(ex, q->fd, FALLOC_FL_ZERO_RANGE, off, len);
+		if (r != -EOPNOTSUPP && r != -EINVAL)
+			goto out;
+		q->no_zero_range = true; /* tmpfs: never ask again */
+	}
+	/* Freed clusters inside the file hold old data: punch it out. Past the
+	 * end of the file everything reads as zeros; allocating extends the
+	 * file over it (so the image never ends inside a data cluster). */
+	r = in ? exec_punch_hole(ex, q->fd, off, in < len ? in : len) : 0;
+	if (r == 0 && in < len)
+		r = exec_fallocate(ex, q->fd, 0, off + in, len - in);
+out:
+	if (r == 0 && end > q->file_end)
+		q->file_end = end;
+	return r;
 }
 
 int qc_persist(struct qcow2 *q, struct exec *ex, const void *tbl, uint64_t off, uint64_t pos)

@@ -419,6 +419,8 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 	q->unit = q->cs < 4096 ? (unsigned)q->cs : 4096;
 	q->free_hint = 0;
 	exec_sem_init(&q->alloc_lock, 1);
+	exec_waitq_init(&q->drained);
+	exec_waitq_init(&q->held);
 	uint64_t l2cap = p->l2_cache_bytes ? p->l2_cache_bytes / q->cs
 	                                   : (need_l1 < QCOW2_DEFAULT_L2_CACHE_CAP / q->cs
 	                                          ? need_l1
