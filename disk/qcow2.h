@@ -39,8 +39,13 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 int qcow2_grow(struct disk *d, struct exec *ex, uint64_t new_size)
     __attribute__((warn_unused_result));
 
-/* Shrink to new_size, freeing every cluster past it. From a task. */
-int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size)
+/*
+ * Shrink to new_size over unallocated space only: -ENOTEMPTY (and the guest
+ * offset of the first allocated cluster in *busy) if data or a compressed
+ * cluster lies past it. Zero clusters past it are freed, L2 tables wholly
+ * past it too, and the L1 table shrinks (its freed clusters go). From a task.
+ */
+int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size, uint64_t *busy)
     __attribute__((warn_unused_result));
 
 /* Cache counters (tests, benchmarks). */

@@ -194,6 +194,16 @@ int qc_write_header_field(struct qcow2 *q, struct exec *ex, uint64_t pos, const 
 /* ---- mapping (qcow2_io.c) ---- */
 /* The L2 entry of guest cluster g (0 if its L2 table is absent). */
 int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out) QCOW2_WUR;
+/* The L2 table offset of L1 index l1i (0: none; -EIO: a hostile entry). */
+int qc_l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off) QCOW2_WUR;
+/* Pin the L2 table of l1 index l1i, allocating it if absent (L2, then L1). */
+int qc_l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out) QCOW2_WUR;
+/* Point guest cluster g at ne in its pinned table t, persist it, and (free_old)
+ * release what the old entry held. */
+int qc_set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
+                 bool free_old) QCOW2_WUR;
+/* Deallocate guest cluster g (its entry becomes 0, its clusters freed). */
+int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g) QCOW2_WUR;
 /* Compressed entry → host byte offset and the sector-rounded span. */
 void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64_t *len);
 

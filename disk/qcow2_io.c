@@ -70,7 +70,7 @@ static void buf_to_iov(const uint8_t *buf, const struct iovec *iov, unsigned n)
 
 /* ---- mapping ---- */
 
-static int l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off)
+int qc_l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off)
 {
 	*l2off = 0;
 	if (l1i >= q->l1_size)
@@ -89,7 +89,7 @@ int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out)
 	uint64_t l2off;
 	struct qc_ent *t;
 	*out = 0;
-	int r = l1_table(q, g >> q->l2_bits, &l2off);
+	int r = qc_l1_table(q, g >> q->l2_bits, &l2off);
 	if (r < 0 || !l2off)
 		return r;
 	r = qc_cache_get(q, ex, &q->l2c, l2off, true, &t);
@@ -327,10 +327,10 @@ static bool in_place(const struct qcow2 *q, uint64_t e)
 }
 
 /* Pin the L2 table of l1 index l1i, allocating it if absent (L2, then L1). */
-static int l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out)
+int qc_l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out)
 {
 	uint64_t l2off;
-	int r = l1_table(q, l1i, &l2off);
+	int r = qc_l1_table(q, l1i, &l2off);
 	if (r < 0)
 		return r;
 	if (l1i >= q->l1_size)
@@ -341,7 +341,7 @@ static int l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_e
 	r = qc_lock(ex, q, &lk, L1_LOCK | l1i);
 	if (r < 0)
 		return r;
-	r = l1_table(q, l1i, &l2off);
+	r = qc_l1_table(q, l1i, &l2off);
 	if (r == 0 && l2off) {
 		r = qc_cache_get(q, ex, &q->l2c, l2off, true, out);
 		goto out;
@@ -444,7 +444,7 @@ static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 }
 
 /* Point guest cluster g at ne in its (pinned) table, persist, release old. */
-static int set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
+int qc_set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
                      bool free_old)
 {
 	uint64_t i = g & ((1ULL << q->l2_bits) - 1), old = qc_get64(t->buf, i);
@@ -467,7 +467,7 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 	struct qcow2 *q = qc_of(d);
 	struct qc_ent *t;
 	uint8_t *buf = NULL;
-	int r = l2_ensure(q, ex, g >> q->l2_bits, &t);
+	int r = qc_l2_ensure(q, ex, g >> q->l2_bits, &t);
 	if (r < 0)
 		return r;
 	struct iovec one, *src = iov;
@@ -486,7 +486,7 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		if (r == 0)
 			r = qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
 		if (r == 0) {
-			r = set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
+			r = qc_set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
 			goto out;
 		}
 		int r2 = qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
@@ -527,7 +527,7 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		(void)r2;
 		goto out;
 	}
-	r = set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
+	r = qc_set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
 out:
 	free(buf);
 	qc_cache_put(ex, &q->l2c, t);
@@ -641,17 +641,22 @@ static int zero_cluster(struct disk *d, struct exec *ex, uint64_t g, enum zmode 
 	if (e == ne)
 		goto out;
 	uint64_t l2off;
-	r = l1_table(q, g >> q->l2_bits, &l2off);
+	r = qc_l1_table(q, g >> q->l2_bits, &l2off);
 	if (r < 0 || (!l2off && !ne))
 		goto out;
-	r = l2_ensure(q, ex, g >> q->l2_bits, &t);
+	r = qc_l2_ensure(q, ex, g >> q->l2_bits, &t);
 	if (r == 0) {
-		r = set_entry(q, ex, t, g, ne, !keep);
+		r = qc_set_entry(q, ex, t, g, ne, !keep);
 		qc_cache_put(ex, &q->l2c, t);
 	}
 out:
 	qc_unlock(ex, q, &lk);
 	return r;
+}
+
+int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g)
+{
+	return zero_cluster(d, ex, g, Z_DEALLOC);
 }
 
 static int zero_range(struct disk *d, struct exec *ex, uint64_t off, uint64_t len, enum zmode m)
@@ -706,187 +711,3 @@ const struct disk_ops disk_qcow2_ops = {
     .size = qcow2_size,
     .close = qcow2_close,
 };
-
-/* ---- resize, preallocation, compressed writes (qcow-tool) ---- */
-
-int qcow2_grow(struct disk *d, struct exec *ex, uint64_t new_size)
-{
-	struct qcow2 *q = qc_of(d);
-	if (q->read_only)
-		return -EROFS;
-	if (new_size < q->size)
-		return -EINVAL;
-	if (new_size > QC_MAX_VSIZE)
-		return -EFBIG;
-	uint64_t per_l1 = 1ULL << (q->cluster_bits + q->l2_bits);
-	uint64_t need = (new_size + per_l1 - 1) / per_l1, l1_off = q->l1_off;
-	if (need * 8 > QC_MAX_L1_BYTES)
-		return -EFBIG;
-	uint64_t old_off = q->l1_off, old_alloc = q->l1_alloc;
-	uint64_t *nl1 = NULL;
-	int r;
-	if (need > q->l1_alloc) {
-		uint64_t nc = (need * 8 + q->cs - 1) / q->cs;
-		nl1 = qc_alloc_buf(nc * q->cs);
-		if (!nl1)
-			return -ENOMEM;
-		memcpy(nl1, q->l1, q->l1_size * 8);
-		int64_t a = qc_alloc(q, ex, nc);
-		if (a < 0) {
-			free(nl1);
-			return (int)a;
-		}
-		r = qc_pwrite(q, ex, nl1, nc * q->cs, (uint64_t)a);
-		if (r == 0)
-			r = exec_fdatasync(ex, q->fd);
-		if (r < 0) {
-			free(nl1);
-			return r;
-		}
-		l1_off = (uint64_t)a;
-		old_alloc = nc * q->cs / 8;
-	}
-	/* size, crypt_method, l1_size, l1_table_offset: one write. */
-	uint8_t f[24] = {0};
-	uint64_t v64 = htobe64(new_size);
-	uint32_t v32 = htobe32((uint32_t)(need > q->l1_size ? need : q->l1_size));
-	memcpy(f, &v64, 8);
-	memcpy(f + 12, &v32, 4);
-	v64 = htobe64(l1_off);
-	memcpy(f + 16, &v64, 8);
-	r = qc_write_header_field(q, ex, 24, f, sizeof(f));
-	if (r < 0) {
-		free(nl1);
-		return r;
-	}
-	if (nl1) {
-		uint64_t old_bytes = q->l1_alloc * 8;
-		free(q->l1);
-		q->l1 = nl1;
-		q->l1_off = l1_off;
-		q->l1_alloc = old_alloc;
-		r = qc_ref_range(q, ex, old_off, old_bytes, -1);
-	}
-	if (need > q->l1_size)
-		q->l1_size = (uint32_t)need;
-	q->size = new_size;
-	d->size = new_size;
-	return r;
-}
-
-int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size)
-{
-	struct qcow2 *q = qc_of(d);
-	if (q->read_only)
-		return -EROFS;
-	if (new_size > q->size)
-		return -EINVAL;
-	uint64_t first = (new_size + q->cs - 1) >> q->cluster_bits;
-	uint64_t end = (q->size + q->cs - 1) >> q->cluster_bits;
-	int r;
-	for (uint64_t g = first; g < end; g++)
-		if ((r = zero_cluster(d, ex, g, Z_DEALLOC)) < 0)
-			return r;
-	/* L2 tables wholly past the end go too. */
-	uint64_t per_l1 = 1ULL << (q->cluster_bits + q->l2_bits);
-	for (uint64_t i = (new_size + per_l1 - 1) / per_l1; i < q->l1_size; i++) {
-		uint64_t l2off;
-		if ((r = l1_table(q, i, &l2off)) < 0)
-			return r;
-		if (!l2off)
-			continue;
-		qc_set64(q->l1, i, 0);
-		if ((r = qc_persist(q, ex, q->l1, q->l1_off, i * 8)) < 0 ||
-		    (r = qc_ref_range(q, ex, l2off, q->cs, -1)) < 0)
-			return r;
-	}
-	uint64_t v = htobe64(new_size);
-	r = qc_write_header_field(q, ex, 24, &v, 8);
-	if (r == 0)
-		q->size = d->size = new_size;
-	return r;
-}
-
-int qcow2_preallocate(struct disk *d, struct exec *ex)
-{
-	struct qcow2 *q = qc_of(d);
-	uint64_t end = (q->size + q->cs - 1) >> q->cluster_bits, per = 1ULL << q->l2_bits;
-	for (uint64_t g0 = 0; g0 < end; g0 += per) {
-		struct qc_ent *t;
-		int r = l2_ensure(q, ex, g0 >> q->l2_bits, &t);
-		if (r < 0)
-			return r;
-		uint64_t n = end - g0 < per ? end - g0 : per;
-		int64_t a = qc_alloc(q, ex, n);
-		if (a < 0) {
-			qc_cache_put(ex, &q->l2c, t);
-			return (int)a;
-		}
-		for (uint64_t i = 0; i < n; i++)
-			if (!(qc_get64(t->buf, i) & QC_OFF_MASK))
-				qc_set64(t->buf, i, ((uint64_t)a + (i << q->cluster_bits)) | QC_COPIED);
-		r = qc_pwrite(q, ex, t->buf, q->cs, t->off);
-		qc_cache_put(ex, &q->l2c, t);
-		if (r < 0)
-			return r;
-		if ((uint64_t)a + (n << q->cluster_bits) > q->file_end)
-			q->file_end = (uint64_t)a + (n << q->cluster_bits);
-	}
-	return 0;
-}
-
-int qcow2_write_compressed(struct disk *d, struct exec *ex, uint64_t g, const void *data)
-{
-	struct qcow2 *q = qc_of(d);
-	uint8_t *out = qc_alloc_buf(q->cs);
-	if (!out)
-		return -ENOMEM;
-	z_stream z = {0};
-	int r = -EIO;
-	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-		goto out;
-	z.next_in = (Bytef *)data;
-	z.avail_in = (uInt)q->cs;
-	z.next_out = out;
-	z.avail_out = (uInt)(q->cs - 512);
-	int zr = deflate(&z, Z_FINISH);
-	uint64_t clen = q->cs - 512 - z.avail_out;
-	deflateEnd(&z);
-	if (zr != Z_STREAM_END || q->comp_type != 0) { /* incompressible: store plainly */
-		struct iovec v = {(void *)data, q->cs};
-		free(out);
-		int64_t w = qcow2_writev(d, ex, &v, 1, g << q->cluster_bits);
-		return w < 0 ? (int)w : 0;
-	}
-	struct qc_ent *t;
-	r = l2_ensure(q, ex, g >> q->l2_bits, &t);
-	if (r < 0)
-		goto out;
-	/* Pack into the tail of the last compressed cluster when it fits: each
-	 * compressed cluster holds a reference to every host cluster it touches. */
-	uint64_t cur;
-	if (q->pack_at && q->pack_at + clen <= q->pack_end &&
-	    (r = qc_ref_range(q, ex, q->pack_at, 1, +1)) == 0) {
-		cur = q->pack_at;
-	} else {
-		int64_t a = qc_alloc(q, ex, 1);
-		if (a < 0) {
-			r = (int)a;
-			qc_cache_put(ex, &q->l2c, t);
-			goto out;
-		}
-		cur = (uint64_t)a;
-		q->pack_end = cur + q->cs;
-	}
-	r = qc_pwrite(q, ex, out, clen, cur);
-	if (r == 0) {
-		unsigned x = 62 - (q->cluster_bits - 8);
-		uint64_t extra = ((cur + clen - 1) >> 9) - (cur >> 9);
-		r = set_entry(q, ex, t, g, QC_COMPRESSED | (extra << x) | cur, true);
-	}
-	q->pack_at = cur + clen;
-	qc_cache_put(ex, &q->l2c, t);
-out:
-	free(out);
-	return r;
-}

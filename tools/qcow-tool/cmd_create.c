@@ -238,8 +238,10 @@ static const char resize_help[] =
     "\n"
     "Set the virtual size of FILE to SIZE, or grow/shrink it by SIZE with a\n"
     "leading + or -. Growing relocates the L1 table when it has to. Shrinking\n"
-    "discards everything past the new end and needs --shrink. Raw images are\n"
-    "truncated/extended. The image must not be in use.\n"
+    "needs --shrink and works only over unallocated space: a qcow2 image with\n"
+    "data (or compressed clusters) past the new end is refused, so nothing is\n"
+    "lost; zero clusters there are dropped and the L1 table shrinks. Raw\n"
+    "images are truncated/extended. The image must not be in use.\n"
     "\n"
     "Exit status: 0 resized, 1 failure, 2 bad usage.\n";
 
@@ -262,7 +264,7 @@ static int resize_task(struct exec *ex, void *arg)
 	}
 	const char *s = j->spec;
 	int sign = *s == '+' ? 1 : *s == '-' ? -1 : 0;
-	uint64_t n, cur = d.ops->size(&d), want;
+	uint64_t n, cur = d.ops->size(&d), want, busy = 0;
 	if (parse_size(sign ? s + 1 : s, &n)) {
 		disk_close(&d);
 		return usage_error("resize", "bad size '%s'", s);
@@ -283,7 +285,14 @@ static int resize_task(struct exec *ex, void *arg)
 	else if (want >= cur)
 		r = qcow2_grow(&d, ex, want);
 	else
-		r = qcow2_shrink(&d, ex, want);
+		r = qcow2_shrink(&d, ex, want, &busy);
+	if (r == -ENOTEMPTY) {
+		fprintf(stderr, "qcow-tool resize: %s: data is allocated past the new end (at guest "
+		                "offset %llu); discard it first\n",
+		        j->file, (unsigned long long)busy);
+		disk_close(&d);
+		return 1;
+	}
 	if (r == 0)
 		r = exec_fdatasync(ex, d.fd);
 	disk_close(&d);

@@ -5,9 +5,11 @@
  * still holds old data; an in-place write in flight while a discard frees
  * its cluster never lands in the cluster's next owner (a deterministic
  * interleaving through the executor); a dirty image qemu-io left behind is
- * rebuilt on a read-write open.
+ * rebuilt on a read-write open. qcow-tool resize --shrink: refused over
+ * data, shrinks the L1 table (freeing its clusters) over unallocated space.
  */
 #include <criterion/criterion.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -23,6 +25,7 @@
 #include "tests/common/facility.h"
 
 #define CS (64u << 10)
+#define QCOW_TOOL BUILD_PATH("tools/qcow-tool/qcow-tool")
 
 static char dir[64];
 
@@ -274,5 +277,49 @@ Test(disk_qcow2_write, dirty_image_from_killed_qemu_io_rebuilt_on_open)
 	cr_expect_eq(sh("qemu-io -c 'read -P 0x5a 0 512' -c 'read -P 0x33 1M 128k' "
 	                "-c 'read -P 0x66 192k 4k' '%s' | grep -q Pattern; test $? = 1", img), 0,
 	             "data lost by the rebuild");
+	rm_dir();
+}
+
+/* ---- qcow-tool resize --shrink ---- */
+
+static uint32_t l1_size_of(const char *img)
+{
+	uint32_t v = 0;
+	int fd = open(img, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &v, 4, 36), 4);
+	close(fd);
+	return be32toh(v);
+}
+
+Test(qcow_tool, shrink_only_over_unallocated_space_and_l1_shrinks)
+{
+	setup_in("/tmp");
+	const char *img = path("s.qcow2");
+	/* 512-byte clusters: 64 MiB needs 2048 L1 entries, 32 clusters of L1 table. */
+	cr_assert_eq(sh("%s create -o cluster_size=512 '%s' 64M >/dev/null", QCOW_TOOL, img), 0);
+	cr_assert_eq(sh("qemu-io -c 'write -P 1 100k 8k' -c 'write -P 2 40M 8k' "
+	                "-c 'write -z 50M 4k' '%s' >/dev/null", img), 0);
+	cr_expect_eq(l1_size_of(img), 2048);
+	/* Data past the new end: refused, the image untouched. */
+	cr_assert_eq(sh("cp '%s' '%s.before'", img, img), 0);
+	cr_expect_eq(sh("%s resize --shrink '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1);
+	cr_expect_eq(sh("cmp -s '%s' '%s.before'", img, img), 0, "a refused shrink changed the image");
+	cr_expect_eq(sh("%s resize '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1, "shrink without --shrink");
+	/* Discarded: now it shrinks, the L1 table with it, and nothing leaks. */
+	cr_assert_eq(sh("qemu-io -c 'discard 40M 8k' '%s' >/dev/null", img), 0);
+	cr_expect_eq(sh("%s resize --shrink '%s' 1M >/dev/null", QCOW_TOOL, img), 0);
+	cr_expect_eq(l1_size_of(img), 32);
+	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "qemu-img check after the shrink");
+	cr_expect_eq(sh("qemu-img info '%s' | grep -q 'virtual size: 1 MiB'", img), 0);
+	cr_expect_eq(sh("qemu-io -c 'read -P 1 100k 8k' '%s' | grep -q Pattern; test $? = 1", img),
+	             0, "data before the new end lost");
+	/* Relative sizes, down to one cluster's worth of L1; and back up again. */
+	cr_expect_eq(sh("%s resize --shrink '%s' -1000K 2>/dev/null", QCOW_TOOL, img), 1,
+	             "-1000K would cut the data at 100K: refused");
+	cr_expect_eq(sh("%s resize '%s' 64M >/dev/null && qemu-img check -q '%s'", QCOW_TOOL, img,
+	                img), 0, "grow after the shrink");
+	cr_expect_eq(sh("qemu-io -c 'read -P 0 40M 8k' -c 'read -P 1 100k 8k' '%s' "
+	                "| grep -q Pattern; test $? = 1", img), 0, "contents after growing back");
 	rm_dir();
 }
