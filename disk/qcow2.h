@@ -94,6 +94,12 @@ enum { QCOW2_REPAIR_LEAKS = 1, QCOW2_REPAIR_ALL = 2 };
 /* Walks every table from a task. 0 when the check completed (see counts), -errno if not. */
 int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_check *out)
     __attribute__((warn_unused_result));
+/* The same, calling progress(arg, done, total) as the walk advances (tables
+ * walked of all there are; done == total at the end). */
+typedef void qcow2_progress_fn(void *arg, uint64_t done, uint64_t total);
+int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
+                         struct qcow2_check *out, qcow2_progress_fn *progress, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Options of qcow2_create. */
 struct qcow2_create_opts {

@@ -105,6 +105,12 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 
 int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_check *out)
 {
+	return qcow2_check_progress(d, ex, repair, out, NULL, NULL);
+}
+
+int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
+                         struct qcow2_check *out, qcow2_progress_fn *progress, void *parg)
+{
 	struct qcow2 *q = qc_of(d);
 	memset(out, 0, sizeof(*out));
 	if (q->nb_snapshots)
@@ -124,6 +130,7 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	count(&w, q->l1_off, (uint64_t)q->l1_size * 8, "L1 table");
 	count(&w, q->rt_off, (uint64_t)q->rt_clusters * q->cs, "refcount table");
 	int r = 0;
+	uint64_t steps = q->l1_size + q->rt_entries, done = 0;
 	for (uint64_t b = 0; b < q->rt_entries; b++) {
 		uint64_t off = qc_get64(q->rt, b);
 		if (!off)
@@ -137,6 +144,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	}
 	for (uint64_t i = 0; i < q->l1_size; i++) {
 		uint64_t e = qc_get64(q->l1, i), off = e & QC_OFF_MASK;
+		if (progress)
+			progress(parg, done++, steps);
 		if (!e)
 			continue;
 		if ((e & QC_L1_RESERVED) || (off & (q->cs - 1))) {
@@ -157,6 +166,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	uint64_t epb = 1ULL << q->rb_bits;
 	for (uint64_t b = 0; b < q->rt_entries; b++) {
 		uint64_t off = qc_get64(q->rt, b);
+		if (progress)
+			progress(parg, done++, steps);
 		if (!off || (off & (QC_RT_RESERVED | (q->cs - 1))) || off + q->cs > q->file_end)
 			continue;
 		for (uint64_t c = b * epb; c < (b + 1) * epb; c++) {
@@ -193,6 +204,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 			        (unsigned long long)c, 0);
 	}
 	r = 0;
+	if (progress)
+		progress(parg, steps, steps);
 	if (out->fixed_leaks || out->fixed_corruptions) {
 		/* What remains after the repair (copied flags follow the new refcounts). */
 		struct qcow2_check again;

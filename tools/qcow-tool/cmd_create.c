@@ -15,13 +15,14 @@
 #include "tools/qcow-tool/qcow-tool.h"
 
 static const char create_help[] =
-    "Usage: qcow-tool create [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT] [--force] FILE [SIZE]\n"
+    "Usage: qcow-tool create [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT] [-p] [--force] FILE [SIZE]\n"
     "\n"
     "Create a qcow2 image of SIZE bytes (K/M/G/T suffixes). With -b the image\n"
     "starts as a copy-on-write overlay of BACKING (a path relative to FILE's\n"
     "directory, or absolute) in format FMT (raw or qcow2); SIZE then defaults\n"
     "to the backing file's. An existing FILE is never overwritten unless\n"
-    "--force is given.\n"
+    "--force is given. preallocation=full shows a progress bar on stderr when\n"
+    "it is a terminal, or with -p.\n"
     "\n"
     "OPTIONS (comma-separated):\n"
     "  cluster_size=N      512 to 2M, a power of two (default 64K)\n"
@@ -39,6 +40,7 @@ enum prealloc { PRE_OFF, PRE_META, PRE_FALLOC, PRE_FULL };
 struct create_job {
 	const char *file;
 	enum prealloc pre;
+	bool progress;
 	int rc;
 };
 
@@ -112,7 +114,10 @@ static int prealloc_task(struct exec *ex, void *arg)
 		if (r == 0 && j->pre == PRE_FULL) {
 			uint64_t cs = 1ULL << in.cluster_bits, n = (in.size + cs - 1) / cs;
 			char *z = calloc(1, cs);
+			struct progress pg;
+			progress_init(&pg, j->progress);
 			for (uint64_t g = 0; z && r == 0 && g < n; g++) {
+				progress(&pg, g + 1, n);
 				enum qcow2_kind k;
 				uint64_t h;
 				r = qcow2_map_cluster(&d, ex, g, &k, &h);
@@ -137,15 +142,17 @@ int cmd_create(int argc, char **argv)
 {
 	static const struct option lo[] = {{"help", no_argument, 0, 'h'},
 	                                   {"force", no_argument, 0, 'x'},
+	                                   {"progress", no_argument, 0, 'p'},
 	                                   {0, 0, 0, 0}};
 	struct qcow2_create_opts o = {0};
 	enum prealloc pre = PRE_OFF;
-	bool force = false;
+	bool force = false, show = false;
 	char *backing = NULL, *bfmt = NULL;
 	int c, r;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+f:o:b:F:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:o:b:F:hp", lo, NULL)) != -1) {
 		switch (c) {
+		case 'p': show = true; break;
 		case 'h':
 			fputs(create_help, stdout);
 			return 0;
@@ -225,7 +232,7 @@ int cmd_create(int argc, char **argv)
 		return r == -EINVAL ? 2 : 1;
 	}
 	if (pre != PRE_OFF) {
-		struct create_job j = {.file = file, .pre = pre};
+		struct create_job j = {.file = file, .pre = pre, .progress = show};
 		if (run_task(prealloc_task, &j) < 0)
 			return 1;
 	}

@@ -323,3 +323,30 @@ Test(qcow_tool, shrink_only_over_unallocated_space_and_l1_shrinks)
 	                "| grep -q Pattern; test $? = 1", img), 0, "contents after growing back");
 	rm_dir();
 }
+
+/* ---- progress bars: on stderr with -p (or a terminal), never otherwise ---- */
+
+Test(qcow_tool, progress_only_when_asked_or_on_a_terminal)
+{
+	setup_in("/tmp");
+	const char *img = path("p.qcow2"), *img2 = path("p2.qcow2");
+	/* -p: the bar (to 100 %) on stderr, stdout as without; neither: stderr empty */
+	cr_assert_eq(sh("%s create -p -o preallocation=full '%s' 8M >%s/o1 2>%s/e1", QCOW_TOOL, img,
+	                dir, dir), 0);
+	cr_assert_eq(sh("%s create -o preallocation=full '%s' 8M >%s/o2 2>%s/e2 </dev/null",
+	                QCOW_TOOL, img2, dir, dir), 0);
+	cr_assert_eq(sh("%s check -p '%s' >%s/o3 2>%s/e3", QCOW_TOOL, img, dir, dir), 0);
+	cr_assert_eq(sh("%s check '%s' >%s/o4 2>%s/e4", QCOW_TOOL, img, dir, dir), 0);
+	cr_assert_eq(sh("%s convert -p -O qcow2 '%s' '%s/c1' >%s/o5 2>%s/e5", QCOW_TOOL, img, dir,
+	                dir, dir), 0);
+	cr_assert_eq(sh("%s convert -O qcow2 '%s' '%s/c2' >%s/o6 2>%s/e6", QCOW_TOOL, img, dir, dir,
+	                dir), 0);
+	for (int k = 1; k <= 5; k += 2) {
+		cr_expect_eq(sh("grep -q '(100%%)' %s/e%d", dir, k), 0, "no progress bar with -p (%d)", k);
+		cr_expect_eq(sh("test ! -s %s/e%d", dir, k + 1), 0, "a progress bar nobody asked for (%d)",
+		             k + 1);
+		cr_expect_eq(sh("grep -q '(100%%)' %s/o%d", dir, k), 1, "the bar leaked to stdout (%d)", k);
+	}
+	cr_expect_eq(sh("cmp -s %s/o3 %s/o4", dir, dir), 0, "check's output differs with -p");
+	rm_dir();
+}
