@@ -108,6 +108,7 @@ struct qcow2_create_opts {
 	unsigned version;      /* 2 or 3 (0: 3) */
 	unsigned refcount_order; /* 0: 4 */
 	bool lazy_refcounts;
+	bool zstd;               /* compression_type=zstd (version 3 only) */
 	const char *backing;     /* as stored in the header (may be relative) */
 	const char *backing_fmt; /* "raw" / "qcow2" / NULL */
 };

@@ -204,6 +204,8 @@ int qc_set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g,
                  bool free_old) QCOW2_WUR;
 /* Deallocate guest cluster g (its entry becomes 0, its clusters freed). */
 int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g) QCOW2_WUR;
+/* Decompress the cluster of compressed entry e into out (one cluster). */
+int qc_decompress(struct qcow2 *q, struct exec *ex, uint64_t e, uint8_t *out) QCOW2_WUR;
 /* Compressed entry → host byte offset and the sector-rounded span. */
 void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64_t *len);
 

@@ -10,8 +10,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "disk/qcow2_int.h"
 
@@ -144,53 +142,6 @@ int qcow2_map_cluster(struct disk *d, struct exec *ex, uint64_t g, enum qcow2_ki
 
 /* ---- reads ---- */
 
-static int decompress(struct qcow2 *q, struct exec *ex, uint64_t e, uint8_t *out)
-{
-	uint64_t off, len;
-	qc_compressed_span(q, e, &off, &len);
-	unsigned x = 62 - (q->cluster_bits - 8);
-	uint64_t skip = (e & ((1ULL << x) - 1)) - off;
-	if (len > 2 * q->cs + 512 || off + len < off)
-		return -EIO;
-	uint8_t *in = qc_alloc_buf(len);
-	if (!in)
-		return -ENOMEM;
-	int r = qc_pread(q, ex, in, len, off);
-	if (r < 0)
-		goto out;
-	r = -EIO;
-	if (q->comp_type == 0) {
-		z_stream z = {0};
-		if (inflateInit2(&z, -15) != Z_OK)
-			goto out;
-		z.next_in = in + skip;
-		z.avail_in = (uInt)(len - skip);
-		z.next_out = out;
-		z.avail_out = (uInt)q->cs;
-		int zr = inflate(&z, Z_FINISH);
-		if ((zr == Z_STREAM_END || zr == Z_BUF_ERROR || zr == Z_OK) && z.avail_out == 0)
-			r = 0;
-		inflateEnd(&z);
-	} else {
-		ZSTD_DCtx *z = ZSTD_createDCtx();
-		if (!z)
-			goto out;
-		ZSTD_inBuffer ib = {in + skip, len - skip, 0};
-		ZSTD_outBuffer ob = {out, q->cs, 0};
-		while (ob.pos < ob.size) {
-			size_t zr = ZSTD_decompressStream(z, &ob, &ib);
-			if (ZSTD_isError(zr) || (zr && ib.pos == ib.size && ob.pos < ob.size) || !zr)
-				break;
-		}
-		if (ob.pos == ob.size)
-			r = 0;
-		ZSTD_freeDCtx(z);
-	}
-out:
-	free(in);
-	return r;
-}
-
 static int read_backing(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
                         uint64_t goff, uint64_t len)
 {
@@ -273,7 +224,7 @@ static int read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uin
 		uint8_t *buf = qc_alloc_buf(q->cs);
 		if (!buf)
 			return -ENOMEM;
-		int r = decompress(q, ex, e, buf);
+		int r = qc_decompress(q, ex, e, buf);
 		if (r == 0)
 			buf_to_iov(buf + in, iov, n);
 		free(buf);

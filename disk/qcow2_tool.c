@@ -1,15 +1,12 @@
 /*
  * qcow2 operations qcow-tool runs on an image no guest uses: growing the
  * virtual size (relocating the L1 table when it must grow), shrinking it
- * over unallocated space (the L1 table shrinks too), metadata
- * preallocation and compressed cluster writes (convert -c; deflate or zstd
- * as the image's header says).
+ * over unallocated space (the L1 table shrinks too) and metadata
+ * preallocation.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "disk/qcow2_int.h"
 
@@ -180,60 +177,4 @@ int qcow2_preallocate(struct disk *d, struct exec *ex)
 			q->file_end = (uint64_t)a + (n << q->cluster_bits);
 	}
 	return 0;
-}
-
-int qcow2_write_compressed(struct disk *d, struct exec *ex, uint64_t g, const void *data)
-{
-	struct qcow2 *q = qc_of(d);
-	uint8_t *out = qc_alloc_buf(q->cs);
-	if (!out)
-		return -ENOMEM;
-	z_stream z = {0};
-	int r = -EIO;
-	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-		goto out;
-	z.next_in = (Bytef *)data;
-	z.avail_in = (uInt)q->cs;
-	z.next_out = out;
-	z.avail_out = (uInt)(q->cs - 512);
-	int zr = deflate(&z, Z_FINISH);
-	uint64_t clen = q->cs - 512 - z.avail_out;
-	deflateEnd(&z);
-	if (zr != Z_STREAM_END || q->comp_type != 0) { /* incompressible: store plainly */
-		struct iovec v = {(void *)data, q->cs};
-		free(out);
-		int64_t w = d->ops->writev(d, ex, &v, 1, g << q->cluster_bits);
-		return w < 0 ? (int)w : 0;
-	}
-	struct qc_ent *t;
-	r = qc_l2_ensure(q, ex, g >> q->l2_bits, &t);
-	if (r < 0)
-		goto out;
-	/* Pack into the tail of the last compressed cluster when it fits: each
-	 * compressed cluster holds a reference to every host cluster it touches. */
-	uint64_t cur;
-	if (q->pack_at && q->pack_at + clen <= q->pack_end &&
-	    (r = qc_ref_range(q, ex, q->pack_at, 1, +1)) == 0) {
-		cur = q->pack_at;
-	} else {
-		int64_t a = qc_alloc(q, ex, 1);
-		if (a < 0) {
-			r = (int)a;
-			qc_cache_put(ex, &q->l2c, t);
-			goto out;
-		}
-		cur = (uint64_t)a;
-		q->pack_end = cur + q->cs;
-	}
-	r = qc_pwrite(q, ex, out, clen, cur);
-	if (r == 0) {
-		unsigned x = 62 - (q->cluster_bits - 8);
-		uint64_t extra = ((cur + clen - 1) >> 9) - (cur >> 9);
-		r = qc_set_entry(q, ex, t, g, QC_COMPRESSED | (extra << x) | cur, true);
-	}
-	q->pack_at = cur + clen;
-	qc_cache_put(ex, &q->l2c, t);
-out:
-	free(out);
-	return r;
 }

@@ -152,8 +152,9 @@ static const char convert_help[] =
     "Copy the guest-visible contents of SRC (raw, or qcow2 with its whole\n"
     "backing chain) into a new image DST of format -O (default raw). Clusters\n"
     "that read as zeros are left unallocated. -c compresses qcow2 clusters\n"
-    "(deflate, as QEMU writes them). -o takes create's cluster_size, compat\n"
-    "and refcount_bits. DST is never overwritten without --force. A progress\n"
+    "(deflate as QEMU writes them by default, or zstd with -o\n"
+    "compression_type=zstd). -o takes create's cluster_size, compat,\n"
+    "compression_type and refcount_bits. DST is never overwritten without --force. A progress\n"
     "bar goes to stderr when it is a terminal, or with -p.\n"
     "\n"
     "Exit status: 0 converted, 1 failure, 2 bad usage.\n";
@@ -283,6 +284,10 @@ int cmd_convert(int argc, char **argv)
 					j.o.version = 2;
 				else if (!strcmp(kv, "compat=1.1"))
 					j.o.version = 3;
+				else if (!strcmp(kv, "compression_type=zlib"))
+					j.o.zstd = false;
+				else if (!strcmp(kv, "compression_type=zstd"))
+					j.o.zstd = true;
 				else if (!strncmp(kv, "refcount_bits=", 14) && !parse_size(kv + 14, &n) &&
 				         n && n <= 64 && !(n & (n - 1)))
 					j.o.refcount_order = (unsigned)__builtin_ctzll(n);

@@ -27,6 +27,8 @@ static const char create_help[] =
     "OPTIONS (comma-separated):\n"
     "  cluster_size=N      512 to 2M, a power of two (default 64K)\n"
     "  compat=0.10|1.1     format version 2 or 3 (default 1.1)\n"
+    "  compression_type=zlib|zstd  how convert -c compresses clusters (zstd:\n"
+    "                      1.1 only; default zlib, which every reader knows)\n"
     "  lazy_refcounts=on|off   set the lazy-refcounts bit (1.1 only; ringvm\n"
     "                      still updates refcounts eagerly)\n"
     "  preallocation=off|metadata|falloc|full   allocate the metadata (and the\n"
@@ -64,6 +66,11 @@ static int parse_opts(char *opts, struct qcow2_create_opts *o, enum prealloc *pr
 				o->version = 3;
 			else
 				return usage_error("create", "compat must be 0.10 or 1.1, not '%s'", v);
+		} else if (!strcmp(kv, "compression_type")) {
+			if (strcmp(v, "zlib") && strcmp(v, "zstd"))
+				return usage_error("create", "compression_type must be zlib or zstd, not '%s'",
+				                   v);
+			o->zstd = !strcmp(v, "zstd");
 		} else if (!strcmp(kv, "lazy_refcounts")) {
 			if (strcmp(v, "on") && strcmp(v, "off"))
 				return usage_error("create", "lazy_refcounts must be on or off, not '%s'", v);

@@ -7,6 +7,7 @@
  * interleaving through the executor); a dirty image qemu-io left behind is
  * rebuilt on a read-write open. qcow-tool resize --shrink: refused over
  * data, shrinks the L1 table (freeing its clusters) over unallocated space.
+ * Progress bars only when asked or on a terminal; zstd-compressed convert.
  */
 #include <criterion/criterion.h>
 #include <endian.h>
@@ -348,5 +349,26 @@ Test(qcow_tool, progress_only_when_asked_or_on_a_terminal)
 		cr_expect_eq(sh("grep -q '(100%%)' %s/o%d", dir, k), 1, "the bar leaked to stdout (%d)", k);
 	}
 	cr_expect_eq(sh("cmp -s %s/o3 %s/o4", dir, dir), 0, "check's output differs with -p");
+	rm_dir();
+}
+
+/* ---- zstd: convert -c -o compression_type=zstd, read by qemu-img ---- */
+
+Test(qcow_tool, convert_compressed_zstd_interop)
+{
+	setup_in("/tmp");
+	/* half random (stored plainly), half text (compressed) */
+	cr_assert_eq(sh("cd %s && head -c 2M /dev/urandom > s.raw && "
+	                "yes 'ringvm qcow2 zstd' | head -c 2M >> s.raw", dir), 0);
+	cr_expect_eq(sh("cd %s && %s convert -c -O qcow2 -o compression_type=zstd s.raw z.qcow2 && "
+	                "qemu-img info z.qcow2 | grep -q 'compression type: zstd' && "
+	                "qemu-img check -q z.qcow2 && qemu-img compare -q s.raw z.qcow2 && "
+	                "qemu-img check z.qcow2 | grep -q '[1-9][0-9.]*%% compressed'",
+	                dir, QCOW_TOOL), 0, "zstd-compressed image from qcow-tool");
+	cr_expect_eq(sh("cd %s && %s create -o compression_type=zstd -f qcow2 e.qcow2 1M >/dev/null && "
+	                "qemu-img info e.qcow2 | grep -q 'compression type: zstd' && "
+	                "qemu-img check -q e.qcow2", dir, QCOW_TOOL), 0, "create zstd");
+	cr_expect_eq(sh("cd %s && %s create -o compat=0.10,compression_type=zstd x.qcow2 1M "
+	                "2>/dev/null", dir, QCOW_TOOL), 2, "zstd needs compat=1.1");
 	rm_dir();
 }
