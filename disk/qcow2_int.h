@@ -167,6 +167,9 @@ void qc_cache_free(struct qc_cache *c);
 int qc_cache_get(struct qcow2 *q, struct exec *ex, struct qc_cache *c, uint64_t off, bool load,
                  struct qc_ent **out) QCOW2_WUR;
 void qc_cache_put(struct exec *ex, struct qc_cache *c, struct qc_ent *e);
+/* The loaded table at off if cached (counted as a hit), else NULL: for a
+ * lookup that reads it at once, without yielding (no pin needed). */
+const uint8_t *qc_cache_peek(struct qc_cache *c, uint64_t off);
 /* Drop the table at off if cached and unpinned (it was freed). */
 void qc_cache_forget(struct qc_cache *c, uint64_t off);
 bool qc_cache_has(const struct qc_cache *c, uint64_t off);

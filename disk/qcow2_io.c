@@ -14,6 +14,7 @@
 #include "disk/qcow2_int.h"
 
 #define L1_LOCK (1ULL << 63) /* lock keys: guest cluster, or this | L1 index */
+#define SMALL_IOV 18         /* per-request iovec slices on the stack up to this many */
 
 /* ---- iovec helpers ---- */
 
@@ -90,6 +91,11 @@ int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out)
 	int r = qc_l1_table(q, g >> q->l2_bits, &l2off);
 	if (r < 0 || !l2off)
 		return r;
+	const uint8_t *buf = qc_cache_peek(&q->l2c, l2off); /* the common case: a hit */
+	if (buf) {
+		*out = qc_get64(buf, g & ((1ULL << q->l2_bits) - 1));
+		return 0;
+	}
 	r = qc_cache_get(q, ex, &q->l2c, l2off, true, &t);
 	if (r < 0)
 		return r;
@@ -239,8 +245,8 @@ static int64_t qcow2_readv(struct disk *d, struct exec *ex, struct iovec *iov, u
 {
 	struct qcow2 *q = qc_of(d);
 	size_t total = iov_total(iov, n), pos = 0;
-	struct iovec *sub = malloc((n + 1) * sizeof(*sub));
-	if (!sub)
+	struct iovec small[SMALL_IOV], *sub = small;
+	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;
 	int r = 0;
 	while (pos < total) {
@@ -266,7 +272,8 @@ static int64_t qcow2_readv(struct disk *d, struct exec *ex, struct iovec *iov, u
 			break;
 		pos += len;
 	}
-	free(sub);
+	if (sub != small)
+		free(sub);
 	return r < 0 ? r : (int64_t)total;
 }
 
@@ -538,8 +545,8 @@ static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, 
 	if (q->read_only)
 		return -EROFS;
 	size_t total = iov_total(iov, n), pos = 0;
-	struct iovec *sub = malloc((n + 1) * sizeof(*sub));
-	if (!sub)
+	struct iovec small[SMALL_IOV], *sub = small;
+	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;
 	int r = 0;
 	while (pos < total) {
@@ -551,7 +558,8 @@ static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, 
 			break;
 		pos += len;
 	}
-	free(sub);
+	if (sub != small)
+		free(sub);
 	return r < 0 ? r : (int64_t)total;
 }
 

@@ -320,8 +320,19 @@ again:
 
 void qc_cache_put(struct exec *ex, struct qc_cache *c, struct qc_ent *e)
 {
-	if (--e->pins == 0)
+	if (--e->pins == 0 && c->room.head)
 		exec_waitq_wake(ex, &c->room, 1);
+}
+
+const uint8_t *qc_cache_peek(struct qc_cache *c, uint64_t off)
+{
+	struct qc_ent *e = hfind(c, off);
+	if (!e || e->loading || e->err)
+		return NULL;
+	c->st.hits++;
+	if (c->head != e)
+		lru_front(c, e);
+	return e->buf;
 }
 
 /* ---- locks ---- */
