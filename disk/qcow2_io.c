@@ -245,6 +245,13 @@ static int64_t qcow2_readv(struct disk *d, struct exec *ex, struct iovec *iov, u
 {
 	struct qcow2 *q = qc_of(d);
 	size_t total = iov_total(iov, n), pos = 0;
+	uint64_t in0 = off & (q->cs - 1), e0;
+	if (in0 + total <= q->cs) { /* the common case: one cluster, the caller's iovecs */
+		int r = qc_l2_entry(q, ex, off >> q->cluster_bits, &e0);
+		if (r == 0)
+			r = read_seg(d, ex, off >> q->cluster_bits, e0, in0, iov, n, total);
+		return r < 0 ? r : (int64_t)total;
+	}
 	struct iovec small[SMALL_IOV], *sub = small;
 	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;
@@ -545,6 +552,11 @@ static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, 
 	if (q->read_only)
 		return -EROFS;
 	size_t total = iov_total(iov, n), pos = 0;
+	uint64_t in0 = off & (q->cs - 1);
+	if (in0 + total <= q->cs) { /* the common case: one cluster, the caller's iovecs */
+		int r = write_seg(d, ex, off >> q->cluster_bits, in0, iov, n, total);
+		return r < 0 ? r : (int64_t)total;
+	}
 	struct iovec small[SMALL_IOV], *sub = small;
 	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;

@@ -680,14 +680,11 @@ static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 
 bool qc_overlaps_meta(const struct qcow2 *q, uint64_t off, uint64_t len)
 {
-	if (overlap(off, len, 0, q->cs))
-		return true;
-	if (overlap(off, len, q->l1_off, q->l1_alloc * 8))
-		return true;
-	if (overlap(off, len, q->rt_off, (uint64_t)q->rt_clusters * q->cs))
+	if (off < q->cs || overlap(off, len, q->l1_off, q->l1_alloc * 8) ||
+	    overlap(off, len, q->rt_off, (uint64_t)q->rt_clusters * q->cs))
 		return true;
 	for (uint64_t c = off & ~(q->cs - 1); c < off + len; c += q->cs)
-		if (qc_cache_has(&q->l2c, c) || qc_cache_has(&q->rbc, c))
+		if (hfind(&q->l2c, c) || hfind(&q->rbc, c))
 			return true;
 	return false;
 }
