@@ -60,7 +60,32 @@ int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, 
 	if (r < 0)
 		return r;
 	unsigned i = 0, spins = 0;
-	uint64_t done = 0;
+	uint64_t done = 0, total = 0;
+	for (unsigned k = 0; k < n; k++)
+		total += iov[k].iov_len;
+	/* The common case: one operation writes it all. */
+	if (total && (r = exec_writev(ex, q->fd, iov, n, off)) >= 0 && (uint64_t)r == total) {
+		done = total;
+		goto out;
+	}
+	if (r == 0 && total)
+		return -EIO;
+	if (r > 0) { /* short: continue after what was written */
+		done = (uint64_t)r;
+		size_t k = (size_t)r;
+		while (k && i < n) {
+			if (k < iov[i].iov_len) {
+				iov[i].iov_base = (char *)iov[i].iov_base + k;
+				iov[i].iov_len -= k;
+				k = 0;
+			} else {
+				k -= iov[i].iov_len;
+				i++;
+			}
+		}
+	} else if (r < 0 && r != -EINTR && r != -EAGAIN) {
+		return r;
+	}
 	while (i < n && !iov[i].iov_len)
 		i++;
 	while (i < n) {
@@ -89,6 +114,7 @@ int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, 
 		while (i < n && !iov[i].iov_len)
 			i++;
 	}
+out:
 	if (off + done > q->file_end)
 		q->file_end = off + done;
 	return 0;
