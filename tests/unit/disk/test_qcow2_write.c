@@ -267,6 +267,11 @@ Test(disk_qcow2_write, dirty_image_from_killed_qemu_io_rebuilt_on_open)
 	                "-c 'sigraise 9' '%s' >/dev/null 2>&1; true", img, img), 0);
 	cr_assert_eq(sh("qemu-img check -q '%s' 2>/dev/null", img), 2,
 	             "the killed writer left no refcount errors to rebuild");
+	/* qcow-tool opens images from a task: the rebuild's own executor nests in it */
+	cr_assert_eq(sh("cp '%s' '%s.t'", img, img), 0);
+	cr_expect_eq(sh("%s check '%s.t' >/dev/null", QCOW_TOOL, img), 2, "read-only check");
+	cr_expect_eq(sh("%s check -r all '%s.t' >/dev/null && qemu-img check -q '%s.t'", QCOW_TOOL,
+	                img, img), 0, "qcow-tool check -r all on a dirty image");
 	struct disk d;
 	open_rw(&d, img);
 	struct qcow2_info in;
