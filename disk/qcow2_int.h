@@ -9,6 +9,8 @@
 #include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
 
 #include "async/exec.h"
 #include "disk/disk.h"
@@ -194,6 +196,58 @@ bool qc_overlaps_meta(const struct qcow2 *q, uint64_t off, uint64_t len);
 int qc_write_header_field(struct qcow2 *q, struct exec *ex, uint64_t pos, const void *val,
                           size_t len) QCOW2_WUR;
 
+/* ---- iovec helpers ---- */
+static inline size_t qc_iov_total(const struct iovec *iov, unsigned n)
+{
+	size_t t = 0;
+	for (unsigned i = 0; i < n; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/* dst = the bytes [skip, skip+len) of src; returns the count. dst holds n entries. */
+static inline unsigned qc_iov_slice(const struct iovec *src, unsigned n, size_t skip, size_t len,
+                          struct iovec *dst)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < n && len; i++) {
+		size_t l = src[i].iov_len;
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		size_t take = l - skip < len ? l - skip : len;
+		dst[k++] = (struct iovec){(char *)src[i].iov_base + skip, take};
+		len -= take;
+		skip = 0;
+	}
+	return k;
+}
+
+static inline void qc_iov_zero(const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+static inline void qc_iov_to_buf(const struct iovec *iov, unsigned n, uint8_t *buf)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(buf, iov[i].iov_base, iov[i].iov_len);
+		buf += iov[i].iov_len;
+	}
+}
+
+static inline void qc_buf_to_iov(const uint8_t *buf, const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(iov[i].iov_base, buf, iov[i].iov_len);
+		buf += iov[i].iov_len;
+	}
+}
+
+#define QC_SMALL_IOV 18 /* per-request iovec slices on the stack up to this many */
+
 /* ---- mapping (qcow2_io.c) ---- */
 /* The L2 entry of guest cluster g (0 if its L2 table is absent). */
 int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out) QCOW2_WUR;
@@ -211,6 +265,34 @@ int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g) QCOW2_WUR;
 int qc_decompress(struct qcow2 *q, struct exec *ex, uint64_t e, uint8_t *out) QCOW2_WUR;
 /* Compressed entry → host byte offset and the sector-rounded span. */
 void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64_t *len);
+
+/* What an L2 entry maps to. */
+static inline enum qcow2_kind qc_kind(const struct qcow2 *q, uint64_t e)
+{
+	if (e & QC_COMPRESSED)
+		return QCOW2_COMPRESSED;
+	if (q->version >= 3 && (e & QC_ZERO))
+		return QCOW2_ZERO;
+	return (e & QC_OFF_MASK) ? QCOW2_NORMAL : QCOW2_UNALLOC;
+}
+
+/* A standard entry's host cluster, checked: 0 if none, -EIO if hostile. */
+static inline int64_t qc_host(const struct qcow2 *q, uint64_t e)
+{
+	if (e & QC_L2_RESERVED || (q->version < 3 && (e & QC_ZERO)))
+		return -EIO;
+	uint64_t h = e & QC_OFF_MASK;
+	if (h & (q->cs - 1))
+		return -EIO;
+	return (int64_t)h;
+}
+
+/* ---- reads (qcow2_read.c) ---- */
+/* Read [in, in+len) of guest cluster g, whose entry is e, into iov (n). */
+int qc_read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_t in,
+                struct iovec *iov, unsigned n, uint64_t len) QCOW2_WUR;
+int64_t qc_readv(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
+                 uint64_t off) QCOW2_WUR;
 
 /* ---- open (qcow2_open.c) ---- */
 void qc_destroy(struct qcow2 *q);

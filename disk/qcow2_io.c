@@ -1,11 +1,11 @@
 /*
- * qcow2 guest I/O (disk_qcow2_ops): cluster-by-cluster mapping through the
- * L1 table and the L2 cache, reads from data clusters, the backing chain,
- * zero clusters or decompressed ones; writes in place when the cluster is
- * ours alone, else into a newly allocated cluster (copy-on-write of the old
- * contents), one allocation per guest cluster however many requests race
- * for it (per-cluster locks). Order of a new mapping: refcount, data, L2,
- * then L1 — each write completed before the next is issued.
+ * qcow2 guest I/O (disk_qcow2_ops; reads are in qcow2_read.c): mapping
+ * through the L1 table and the L2 cache; writes in place when the cluster
+ * is ours alone, else into a newly allocated cluster (copy-on-write of the
+ * old contents, or a fallocate-zeroed cluster when they read as zeros), one
+ * allocation per guest cluster however many requests race for it
+ * (per-cluster locks); discard and write-zeroes. Order of a new mapping:
+ * refcount, data, L2, then L1 — each write completed before the next.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,58 +14,6 @@
 #include "disk/qcow2_int.h"
 
 #define L1_LOCK (1ULL << 63) /* lock keys: guest cluster, or this | L1 index */
-#define SMALL_IOV 18         /* per-request iovec slices on the stack up to this many */
-
-/* ---- iovec helpers ---- */
-
-static size_t iov_total(const struct iovec *iov, unsigned n)
-{
-	size_t t = 0;
-	for (unsigned i = 0; i < n; i++)
-		t += iov[i].iov_len;
-	return t;
-}
-
-/* dst = the bytes [skip, skip+len) of src; returns the count. dst holds n entries. */
-static unsigned iov_slice(const struct iovec *src, unsigned n, size_t skip, size_t len,
-                          struct iovec *dst)
-{
-	unsigned k = 0;
-	for (unsigned i = 0; i < n && len; i++) {
-		size_t l = src[i].iov_len;
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t take = l - skip < len ? l - skip : len;
-		dst[k++] = (struct iovec){(char *)src[i].iov_base + skip, take};
-		len -= take;
-		skip = 0;
-	}
-	return k;
-}
-
-static void iov_zero(const struct iovec *iov, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		memset(iov[i].iov_base, 0, iov[i].iov_len);
-}
-
-static void iov_to_buf(const struct iovec *iov, unsigned n, uint8_t *buf)
-{
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(buf, iov[i].iov_base, iov[i].iov_len);
-		buf += iov[i].iov_len;
-	}
-}
-
-static void buf_to_iov(const uint8_t *buf, const struct iovec *iov, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(iov[i].iov_base, buf, iov[i].iov_len);
-		buf += iov[i].iov_len;
-	}
-}
 
 /* ---- mapping ---- */
 
@@ -113,26 +61,6 @@ void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64
 	*len = nsect * 512;
 }
 
-static enum qcow2_kind kind_of(const struct qcow2 *q, uint64_t e)
-{
-	if (e & QC_COMPRESSED)
-		return QCOW2_COMPRESSED;
-	if (q->version >= 3 && (e & QC_ZERO))
-		return QCOW2_ZERO;
-	return (e & QC_OFF_MASK) ? QCOW2_NORMAL : QCOW2_UNALLOC;
-}
-
-/* A standard entry's host cluster, checked: 0 if none, -EIO if hostile. */
-static int64_t host_of(const struct qcow2 *q, uint64_t e)
-{
-	if (e & QC_L2_RESERVED || (q->version < 3 && (e & QC_ZERO)))
-		return -EIO;
-	uint64_t h = e & QC_OFF_MASK;
-	if (h & (q->cs - 1))
-		return -EIO;
-	return (int64_t)h;
-}
-
 int qcow2_map_cluster(struct disk *d, struct exec *ex, uint64_t g, enum qcow2_kind *kind,
                       uint64_t *host)
 {
@@ -141,154 +69,16 @@ int qcow2_map_cluster(struct disk *d, struct exec *ex, uint64_t g, enum qcow2_ki
 	int r = qc_l2_entry(q, ex, g, &e);
 	if (r < 0)
 		return r;
-	*kind = kind_of(q, e);
+	*kind = qc_kind(q, e);
 	*host = *kind == QCOW2_COMPRESSED ? 0 : e & QC_OFF_MASK;
 	return 0;
-}
-
-/* ---- reads ---- */
-
-static int read_backing(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
-                        uint64_t goff, uint64_t len)
-{
-	struct disk *b = d->backing;
-	uint64_t bsize = b->ops->size(b), in = goff < bsize ? bsize - goff : 0;
-	if (in > len)
-		in = len;
-	struct iovec tmp[n + 1];
-	if (in) {
-		unsigned k = iov_slice(iov, n, 0, in, tmp);
-		int64_t r = b->ops->readv(b, ex, tmp, k, goff);
-		if (r < 0)
-			return (int)r;
-	}
-	if (in < len)
-		iov_zero(tmp, iov_slice(iov, n, in, len - in, tmp));
-	return 0;
-}
-
-static int preadv_host(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,
-                       uint64_t off)
-{
-	unsigned i = 0, spins = 0;
-	while (i < n && !iov[i].iov_len)
-		i++;
-	while (i < n) {
-		int r = exec_readv(ex, q->fd, iov + i, n - i, off);
-		if (r == -EINTR || r == -EAGAIN) {
-			if (++spins > 8)
-				return -EIO;
-			continue;
-		}
-		if (r < 0)
-			return r;
-		if (r == 0) {
-			iov_zero(iov + i, n - i);
-			return 0;
-		}
-		off += (uint64_t)r;
-		size_t k = (size_t)r;
-		while (k && i < n) {
-			if (k < iov[i].iov_len) {
-				iov[i].iov_base = (char *)iov[i].iov_base + k;
-				iov[i].iov_len -= k;
-				k = 0;
-			} else {
-				k -= iov[i].iov_len;
-				i++;
-			}
-		}
-		while (i < n && !iov[i].iov_len)
-			i++;
-	}
-	return 0;
-}
-
-/* Read [in, in+len) of guest cluster g, whose entry is e, into iov. */
-static int read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_t in,
-                    struct iovec *iov, unsigned n, uint64_t len)
-{
-	struct qcow2 *q = qc_of(d);
-	switch (kind_of(q, e)) {
-	case QCOW2_UNALLOC:
-		if (e & QC_L2_RESERVED)
-			return -EIO;
-		if (d->backing)
-			return read_backing(d, ex, iov, n, (g << q->cluster_bits) + in, len);
-		iov_zero(iov, n);
-		return 0;
-	case QCOW2_ZERO:
-		iov_zero(iov, n);
-		return 0;
-	case QCOW2_NORMAL: {
-		int64_t h = host_of(q, e);
-		if (h < 0)
-			return (int)h;
-		return preadv_host(q, ex, iov, n, (uint64_t)h + in);
-	}
-	case QCOW2_COMPRESSED: {
-		uint8_t *buf = qc_alloc_buf(q->cs);
-		if (!buf)
-			return -ENOMEM;
-		int r = qc_decompress(q, ex, e, buf);
-		if (r == 0)
-			buf_to_iov(buf + in, iov, n);
-		free(buf);
-		return r;
-	}
-	}
-	return -EIO;
-}
-
-static int64_t qcow2_readv(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
-                           uint64_t off)
-{
-	struct qcow2 *q = qc_of(d);
-	size_t total = iov_total(iov, n), pos = 0;
-	uint64_t in0 = off & (q->cs - 1), e0;
-	if (in0 + total <= q->cs) { /* the common case: one cluster, the caller's iovecs */
-		int r = qc_l2_entry(q, ex, off >> q->cluster_bits, &e0);
-		if (r == 0)
-			r = read_seg(d, ex, off >> q->cluster_bits, e0, in0, iov, n, total);
-		return r < 0 ? r : (int64_t)total;
-	}
-	struct iovec small[SMALL_IOV], *sub = small;
-	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
-		return -ENOMEM;
-	int r = 0;
-	while (pos < total) {
-		uint64_t o = off + pos, g = o >> q->cluster_bits, in = o & (q->cs - 1);
-		uint64_t len = q->cs - in < total - pos ? q->cs - in : total - pos, e;
-		r = qc_l2_entry(q, ex, g, &e);
-		if (r < 0)
-			break;
-		/* Coalesce following clusters that are contiguous on the host. */
-		if (kind_of(q, e) == QCOW2_NORMAL) {
-			uint64_t h = e & QC_OFF_MASK, k = 1, e2;
-			while (pos + len < total &&
-			       qc_l2_entry(q, ex, g + k, &e2) == 0 && kind_of(q, e2) == QCOW2_NORMAL &&
-			       !(e2 & QC_L2_RESERVED) && (e2 & QC_OFF_MASK) == h + (k << q->cluster_bits)) {
-				uint64_t more = total - pos - len < q->cs ? total - pos - len : q->cs;
-				len += more;
-				k++;
-			}
-		}
-		unsigned k = iov_slice(iov, n, pos, len, sub);
-		r = read_seg(d, ex, g, e, in, sub, k, len);
-		if (r < 0)
-			break;
-		pos += len;
-	}
-	if (sub != small)
-		free(sub);
-	return r < 0 ? r : (int64_t)total;
 }
 
 /* ---- writes ---- */
 
 static bool in_place(const struct qcow2 *q, uint64_t e)
 {
-	return (e & QC_COPIED) && kind_of(q, e) == QCOW2_NORMAL;
+	return (e & QC_COPIED) && qc_kind(q, e) == QCOW2_NORMAL;
 }
 
 /* Pin the L2 table of l1 index l1i, allocating it if absent (L2, then L1). */
@@ -401,7 +191,7 @@ static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 		qc_compressed_span(q, e, &off, &len);
 		return qc_ref_range(q, ex, off, len, -1);
 	}
-	int64_t h = host_of(q, e);
+	int64_t h = qc_host(q, e);
 	if (h <= 0)
 		return h < 0 ? (int)h : 0;
 	int r = inflight_drain(ex, q, (uint64_t)h);
@@ -439,7 +229,7 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 	unsigned cnt = n;
 	/* Old contents all zeros: the new cluster is zeroed by fallocate and
 	 * only the guest's bytes are written (no bounce buffer, no 64 KiB write). */
-	enum qcow2_kind k = kind_of(q, old);
+	enum qcow2_kind k = qc_kind(q, old);
 	bool zeros = k == QCOW2_ZERO || (k == QCOW2_UNALLOC && !d->backing);
 	if (zeros && len < q->cs && iov) {
 		int64_t h = qc_alloc(q, ex, 1);
@@ -468,12 +258,12 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		}
 		if (len < q->cs) {
 			struct iovec whole = {buf, q->cs};
-			r = read_seg(d, ex, g, old, 0, &whole, 1, q->cs);
+			r = qc_read_seg(d, ex, g, old, 0, &whole, 1, q->cs);
 			if (r < 0)
 				goto out;
 		}
 		if (iov)
-			iov_to_buf(iov, n, buf + in);
+			qc_iov_to_buf(iov, n, buf + in);
 		else
 			memset(buf + in, 0, len);
 		one = (struct iovec){buf, q->cs};
@@ -515,7 +305,7 @@ static int write_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t in, s
 		r = qc_l2_entry(q, ex, g, &e);
 		/* Zeros over a cluster that reads as zeros: nothing to do. */
 		if (r == 0 && !iov &&
-		    (kind_of(q, e) == QCOW2_ZERO || (kind_of(q, e) == QCOW2_UNALLOC && !d->backing)) &&
+		    (qc_kind(q, e) == QCOW2_ZERO || (qc_kind(q, e) == QCOW2_UNALLOC && !d->backing)) &&
 		    !(e & QC_L2_RESERVED))
 			r = 1;
 		else if (r == 0 && !in_place(q, e))
@@ -524,7 +314,7 @@ static int write_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t in, s
 		if (r)
 			return r < 0 ? r : 0;
 	}
-	int64_t h = host_of(q, e);
+	int64_t h = qc_host(q, e);
 	if (h < 0)
 		return (int)h;
 	/* Never let a hostile L2 entry aim guest data at our metadata. */
@@ -551,20 +341,20 @@ static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, 
 	struct qcow2 *q = qc_of(d);
 	if (q->read_only)
 		return -EROFS;
-	size_t total = iov_total(iov, n), pos = 0;
+	size_t total = qc_iov_total(iov, n), pos = 0;
 	uint64_t in0 = off & (q->cs - 1);
 	if (in0 + total <= q->cs) { /* the common case: one cluster, the caller's iovecs */
 		int r = write_seg(d, ex, off >> q->cluster_bits, in0, iov, n, total);
 		return r < 0 ? r : (int64_t)total;
 	}
-	struct iovec small[SMALL_IOV], *sub = small;
-	if (n + 1 > SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
+	struct iovec small[QC_SMALL_IOV], *sub = small;
+	if (n + 1 > QC_SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;
 	int r = 0;
 	while (pos < total) {
 		uint64_t o = off + pos, g = o >> q->cluster_bits, in = o & (q->cs - 1);
 		uint64_t len = q->cs - in < total - pos ? q->cs - in : total - pos;
-		unsigned k = iov_slice(iov, n, pos, len, sub);
+		unsigned k = qc_iov_slice(iov, n, pos, len, sub);
 		r = write_seg(d, ex, g, in, sub, k, len);
 		if (r < 0)
 			break;
@@ -674,7 +464,7 @@ static void qcow2_close(struct disk *d)
 
 const struct disk_ops disk_qcow2_ops = {
     .name = "qcow2",
-    .readv = qcow2_readv,
+    .readv = qc_readv,
     .writev = qcow2_writev,
     .flush = qcow2_flush,
     .discard = qcow2_discard,
