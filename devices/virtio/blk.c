@@ -583,7 +583,10 @@ const struct registry_entry blk_entry = {
             "at most 20 bytes; default the file name), queues=N (default: one\n"
             "per vCPU, at most 16), queue-size=N (power of two, default 256),\n"
             "discard=on|off (default on). The image is locked against other\n"
-            "writers; the device process gets it open and opens nothing.",
+            "writers; the device process gets it open and opens nothing.\n"
+            "A dirty qcow2 image (lazy refcounts, not closed cleanly) opened\n"
+            "read-write has its refcounts rebuilt first (as QEMU does); one the\n"
+            "rebuild cannot repair is refused (use ro). A corrupt one is ro.",
     .default_on = false,
     .ops = &blk_ops,
     .create = blk_create,

@@ -157,12 +157,30 @@ Test(disk_qcow2_header, feature_bits_dirty_corrupt_autoclear)
 	cr_assert_eq(open_named(&d, "c.qcow2", false, err, sizeof(err)), 0, "%s", err);
 	cr_expect(d.read_only);
 	disk_close(&d);
-	/* dirty: read-write refused (refcounts untrusted), read-only fine */
+	/* dirty: read-only leaves the bit; read-write rebuilds refcounts and clears it */
 	make("d.qcow2", &o);
 	poke64("d.qcow2", 72, 1ULL << 0);
-	cr_expect_eq(open_named(&d, "d.qcow2", false, err, sizeof(err)), -EUCLEAN);
-	cr_expect_not_null(strstr(err, "dirty"), "%s", err);
+	struct qcow2_info di;
 	cr_assert_eq(open_named(&d, "d.qcow2", true, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 1);
+	disk_close(&d);
+	cr_assert_eq(open_named(&d, "d.qcow2", false, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 0, "dirty bit cleared after the rebuild");
+	cr_expect_not(d.read_only);
+	disk_close(&d);
+	cr_assert_eq(open_named(&d, "d.qcow2", true, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 0, "dirty bit cleared on disk too");
+	disk_close(&d);
+	/* dirty with a reference no refcount block covers: cannot be rebuilt, refused */
+	make("dx.qcow2", &o);
+	poke64("dx.qcow2", 72, 1ULL << 0);
+	poke64("dx.qcow2", 3 << 16, (1ULL << 63) | (64ULL << 16)); /* L1[0]: an L2 past EOF */
+	cr_expect_eq(open_named(&d, "dx.qcow2", false, err, sizeof(err)), -EUCLEAN);
+	cr_expect_not_null(strstr(err, "dirty"), "%s", err);
+	cr_assert_eq(open_named(&d, "dx.qcow2", true, err, sizeof(err)), 0, "%s", err);
 	disk_close(&d);
 	/* unknown autoclear bits are cleared by a read-write open, kept by a read-only one */
 	make("a.qcow2", &o);
