@@ -289,7 +289,7 @@ struct exec_op {
  * exec_batch_op must stay put until exec_batch_wait returns.
  */
 struct exec_batch_op {
-	int res;                 /* the operation's CQE result, set when it completes */
+	int res;                  /* the operation's CQE result, set when it completes */
 	struct exec_batch *batch; /* private */
 };
 struct exec_batch {

@@ -437,26 +437,37 @@ void exec_batch_init(struct exec_batch *b)
 
 /* One SQE for o in b: the CQ slot is reserved, the SQE tagged so its CQE
  * lands in o and counts down b. NULL with *err set when nothing is queued. */
-static inline struct io_uring_sqe *batch_sqe(struct exec *ex, struct exec_batch *b,
-                                             struct exec_batch_op *o, int *err)
+static inline __attribute__((always_inline)) struct io_uring_sqe *
+batch_sqe(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int *err)
 {
 	struct exec_task *t = ex->current;
+	struct io_uring_sq *sq = &ex->ring.sq;
 	struct io_uring_sqe *sqe;
 
-	if (!t) {
-		*err = -EPERM;
-		return NULL;
-	}
-	if (t->cancelled) {
-		*err = -ECANCELED;
-		return NULL;
-	}
-	if (!slots_fast(ex, 1) && (*err = slots_wait(ex, 1)))
-		return NULL;
-	if ((*err = sqes_take(ex, &sqe, 1))) {
-		slots_release(ex, 1);
-		slots_kick(ex);
-		return NULL;
+	if (__builtin_expect(t && !t->op_slow, 1) &&
+	    __builtin_expect(ex->inflight + ex->slots_promised < ex->max_inflight, 1) &&
+	    __builtin_expect(io_uring_sq_space_left(&ex->ring) != 0, 1)) {
+		/* The common case, as op_begin's: CQ and SQ room at hand. */
+		unsigned tail = sq->sqe_tail;
+		ex->inflight++;
+		sqe = &sq->sqes[tail & sq->ring_mask];
+		sq->sqe_tail = tail + 1;
+	} else {
+		if (!t) {
+			*err = -EPERM;
+			return NULL;
+		}
+		if (t->cancelled) {
+			*err = -ECANCELED;
+			return NULL;
+		}
+		if (!slots_fast(ex, 1) && (*err = slots_wait(ex, 1)))
+			return NULL;
+		if ((*err = sqes_take(ex, &sqe, 1))) {
+			slots_release(ex, 1);
+			slots_kick(ex);
+			return NULL;
+		}
 	}
 	o->res = 0;
 	o->batch = b;
@@ -472,7 +483,7 @@ static inline struct io_uring_sqe *batch_sqe(struct exec *ex, struct exec_batch 
 		if (!sqe)                                                                          \
 			return err_;                                                               \
 		prep;                                                                              \
-		io_uring_sqe_set_data64(sqe, op_ud((struct exec_op *)(o), OP_TAG_BATCH));         \
+		io_uring_sqe_set_data64(sqe, op_ud((struct exec_op *)(o), OP_TAG_BATCH));          \
 		return 0;                                                                          \
 	} while (0)
 

@@ -55,16 +55,16 @@ struct blk_queue {
 };
 
 struct blk {
-	struct virtio_dev vdev;        /* first: what the transport sees */
-	struct virtio_device_ops ops;  /* blk_ops with this disk's queue count and size */
+	struct virtio_dev vdev;       /* first: what the transport sees */
+	struct virtio_device_ops ops; /* blk_ops with this disk's queue count and size */
 	struct blk_opts opts;
 	struct disk disk;
 	struct blk_geom geom;
-	struct virtio_blk_config cfg;  /* little-endian, as the driver reads it */
+	struct virtio_blk_config cfg; /* little-endian, as the driver reads it */
 	struct blk_queue q[VIRTIO_MAX_QUEUES];
-	struct ipc_metrics m;          /* counters, reported by IPC_METRICS */
-	bool resizing;                 /* blk_resize runs: queues take no new request */
-	struct exec_waitq resized;     /* queue coroutines waiting for it to finish */
+	struct ipc_metrics m;      /* counters, reported by IPC_METRICS */
+	bool resizing;             /* blk_resize runs: queues take no new request */
+	struct exec_waitq resized; /* queue coroutines waiting for it to finish */
 };
 
 static void count(struct blk *b, const struct blk_req *req, uint8_t status)
@@ -112,7 +112,8 @@ static void finish(struct blk_queue *q, struct blk_req *req, uint8_t status)
 	if (!req->d.no_status) {
 		struct virtq_writer w;
 		virtq_writer_init(&w, c);
-		virtq_writer_advance(&w, c->write_len - 1u); /* the status is the chain's last byte */
+		virtq_writer_advance(&w,
+		                     c->write_len - 1u); /* the status is the chain's last byte */
 		(void)virtq_writer_write(&w, &status, 1);
 		used = c->write_len;
 	}
@@ -190,7 +191,8 @@ static uint8_t do_dz(struct exec *ex, struct blk *b, struct blk_req *req)
 			r = b->disk.ops->discard(&b->disk, ex, off, len);
 		else
 			r = b->disk.ops->write_zeroes(&b->disk, ex, off, len,
-			                              (s->flags & VIRTIO_BLK_WZ_F_UNMAP) && b->geom.may_unmap);
+			                              (s->flags & VIRTIO_BLK_WZ_F_UNMAP) &&
+			                                  b->geom.may_unmap);
 		if (r < 0)
 			return VIRTIO_BLK_S_IOERR;
 	}
@@ -386,7 +388,7 @@ static const struct virtio_device_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .pci_class = 0x01, /* mass storage */
     .pci_subclass = 0x00,
-    .num_queues = 1,   /* per disk: queues= (see blk_create) */
+    .num_queues = 1, /* per disk: queues= (see blk_create) */
     .queue_max_size = BLK_DEFAULT_QUEUE_SIZE,
     .features = 0, /* per disk */
     .config_size = sizeof(struct virtio_blk_config),
@@ -443,7 +445,8 @@ static int blk_create(const struct registry_ctx *ctx, const char *opts, void **s
 	if (!b)
 		return -ENOMEM;
 	b->disk.fd = b->disk.io_fd = -1;
-	int r = blk_parse_opts(opts, ctx && ctx->ncpus ? ctx->ncpus : 1, &b->opts, err, sizeof(err));
+	int r =
+	    blk_parse_opts(opts, ctx && ctx->ncpus ? ctx->ncpus : 1, &b->opts, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "ringvm run: %s\n", err);
 		free(b);

@@ -227,8 +227,8 @@ void ap_main(void);
  */
 typedef const char *probe_test_fn(void);
 probe_test_fn test_blk_bench, test_blk_copy, test_blk_fill, test_blk_verify, test_echo, test_fault,
-    test_hello, test_hostile_blk, test_hostile_vq, test_idle, test_irq, test_pci, test_rng, test_smp,
-    test_timer, test_virtio_cfg;
+    test_hello, test_hostile_blk, test_hostile_vq, test_idle, test_irq, test_pci, test_rng,
+    test_smp, test_timer, test_virtio_cfg;
 probe_test_fn test_lat, test_rng_bench;
 probe_test_fn test_blk_resize;
 probe_test_fn test_hostile_net, test_net, test_net_bench;

@@ -67,7 +67,8 @@ static int rw_body(struct exec *ex, void *arg)
 	for (int i = 0; i < 8; i++) {
 		memset(out[i], 'a' + i, sizeof(out[i]));
 		wv[i] = (struct iovec){out[i], sizeof(out[i])};
-		cr_assert_eq(exec_batch_writev(ex, &b, &o[i], fd, &wv[i], 1, (uint64_t)i * 8192), 0);
+		cr_assert_eq(exec_batch_writev(ex, &b, &o[i], fd, &wv[i], 1, (uint64_t)i * 8192),
+		             0);
 	}
 	cr_assert_eq(exec_batch_wait(ex, &b), 8);
 	for (int i = 0; i < 8; i++)
@@ -75,8 +76,8 @@ static int rw_body(struct exec *ex, void *arg)
 	/* read back in the reverse order, plus one read past EOF and one bad fd */
 	for (int i = 0; i < 8; i++) {
 		rv[i] = (struct iovec){in[i], sizeof(in[i])};
-		cr_assert_eq(exec_batch_readv(ex, &b, &o[i], fd, &rv[i], 1, (uint64_t)(7 - i) * 8192),
-		             0);
+		cr_assert_eq(
+		    exec_batch_readv(ex, &b, &o[i], fd, &rv[i], 1, (uint64_t)(7 - i) * 8192), 0);
 	}
 	struct exec_batch_op eof, bad;
 	struct iovec ev = {in[0], 16};
