@@ -384,7 +384,8 @@ Test(virtio_vsock, connection_limit, .timeout = 120)
 		fds[i] = vt_connect_path(t.uds);
 		char line[32];
 		int k = snprintf(line, sizeof(line), "CONNECT %u\n", 100 + i);
-		cr_assert_eq(write(fds[i], line, (size_t)k), k);
+		/* Past the limit the device may have closed it already: no SIGPIPE. */
+		(void)!send(fds[i], line, (size_t)k, MSG_NOSIGNAL);
 		if (i % 64 == 63 || i == n - 1) {
 			/* Accept what arrived (so nothing times out meanwhile). */
 			while (vt_recv(&t, &h, NULL, i == n - 1 ? 1000 : 50) == 0) {
