@@ -63,11 +63,11 @@ static void print_stats(const char *test, const struct vs_dev *v)
 	probe_printf("PROBE %s.stats rx_pkts=%lu tx_pkts=%lu rx_bytes=%lu tx_bytes=%lu rst_rx=%lu "
 	             "rst_tx=%lu credit_upd_rx=%lu credit_upd_tx=%lu credit_req_rx=%lu events=%lu "
 	             "transport_resets=%lu bad_pkt=%lu stray=%lu over_credit=%lu refused_in=%lu "
-	             "tx_full=%lu kicks=%lu max_active=%u\n",
+	             "tx_full=%lu kicks=%lu rst_dropped=%lu max_active=%u\n",
 	             test, s->rx_pkts, s->tx_pkts, s->rx_bytes, s->tx_bytes, s->rst_rx, s->rst_tx,
 	             s->credit_upd_rx, s->credit_upd_tx, s->credit_req_rx, s->events,
 	             s->transport_resets, s->bad_pkt, s->stray, s->over_credit, s->refused_in,
-	             s->tx_full, s->kicks, v->max_active);
+	             s->tx_full, s->kicks, s->rst_dropped, v->max_active);
 }
 
 static struct vs_dev *open_dev(const char *test, const char **why)

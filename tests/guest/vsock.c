@@ -17,6 +17,8 @@
 
 static struct vs_dev the_dev __attribute__((section(".bss.noinit.vsock_dev")));
 
+static void send_rst(struct vs_dev *v, uint32_t local, uint32_t peer);
+
 static uint64_t find_ram(uint64_t need)
 {
 	for (unsigned i = 0; i < probe_memmap_entries; i++) {
@@ -132,7 +134,7 @@ void vs_sweep(struct vs_dev *v)
 		struct vs_conn *c = &v->conns[i];
 		if (c->state != VS_CLOSING || now - c->t_close < lim)
 			continue;
-		vs_send_ctl(v, c, VS_OP_RST, 0);
+		send_rst(v, c->local_port, c->peer_port);
 		bool ok = c->kind == VS_CHECK ? c->received == c->to_send
 		                              : c->pend_head == VS_NO_SLOT;
 		conn_end(v, c, ok ? VS_END_OK : VS_END_TIMEOUT);
@@ -243,6 +245,36 @@ static void tx_rst_reply(struct vs_dev *v, const struct vs_hdr *in)
 	tx_push(v, (unsigned)i, 0, 0);
 }
 
+/* A RST from local to the host's peer port; kept in a backlog while TX slots are out. */
+static void send_rst(struct vs_dev *v, uint32_t local, uint32_t peer)
+{
+	if (v->nrst == 0 && v->ntx_free) {
+		struct vs_hdr in = {.src_port = peer, .dst_port = local};
+		tx_rst_reply(v, &in);
+		return;
+	}
+	if (v->nrst < VS_RST_BACKLOG) {
+		v->rst_local[v->nrst] = local;
+		v->rst_peer[v->nrst++] = peer;
+	} else {
+		v->st.rst_dropped++;
+	}
+}
+
+static void rst_backlog(struct vs_dev *v)
+{
+	unsigned k = 0;
+	for (; k < v->nrst && v->ntx_free; k++) {
+		struct vs_hdr in = {.src_port = v->rst_peer[k], .dst_port = v->rst_local[k]};
+		tx_rst_reply(v, &in);
+	}
+	for (unsigned j = k; j < v->nrst; j++) {
+		v->rst_local[j - k] = v->rst_local[j];
+		v->rst_peer[j - k] = v->rst_peer[j];
+	}
+	v->nrst = (uint16_t)(v->nrst - k);
+}
+
 bool vs_tx_raw(struct vs_dev *v, const struct virtq_buf *b, unsigned nb)
 {
 	if (v->raw_inflight || nb == 0 || nb > VS_RAW_DESCS)
@@ -275,13 +307,18 @@ static void maybe_credit_update(struct vs_dev *v, struct vs_conn *c)
 
 void vs_shutdown(struct vs_dev *v, struct vs_conn *c, uint32_t flags)
 {
-	flags |= c->shut_tx;
-	if (flags != c->shut_tx && vs_send_ctl(v, c, VS_OP_SHUTDOWN, flags)) {
-		c->shut_tx = (uint8_t)flags;
-		if (c->state == VS_OPEN && flags == (VS_SHUT_RCV | VS_SHUT_SEND))
-			c->state = VS_CLOSING;
-		c->t_close = rdtsc();
+	flags |= c->shut_tx | c->shut_want;
+	c->shut_want = (uint8_t)flags;
+	if (flags == c->shut_tx)
+		return;
+	if (!vs_send_ctl(v, c, VS_OP_SHUTDOWN, flags)) {
+		mark_pump(v, c); /* no TX slot now: pump() sends it later */
+		return;
 	}
+	c->shut_tx = (uint8_t)flags;
+	if (c->state == VS_OPEN && flags == (VS_SHUT_RCV | VS_SHUT_SEND))
+		c->state = VS_CLOSING;
+	c->t_close = rdtsc();
 }
 
 /* Sends what c may send now; re-queued when TX slots ran out. */
@@ -289,6 +326,11 @@ static void pump(struct vs_dev *v, struct vs_conn *c)
 {
 	if (c->state != VS_OPEN && c->state != VS_CLOSING)
 		return;
+	if (c->shut_want != c->shut_tx) {
+		vs_shutdown(v, c, c->shut_want);
+		if (c->shut_want != c->shut_tx)
+			return;
+	}
 	if (c->kind == VS_ECHO) {
 		while (c->pend_head != VS_NO_SLOT) {
 			uint32_t credit = peer_credit(c);
@@ -316,7 +358,7 @@ static void pump(struct vs_dev *v, struct vs_conn *c)
 		if (c->peer_shut & VS_SHUT_SEND) {
 			vs_shutdown(v, c, VS_SHUT_RCV | VS_SHUT_SEND);
 			if (c->peer_shut == 3 && c->shut_tx == 3) { /* we saw both last: we reset */
-				vs_send_ctl(v, c, VS_OP_RST, 0);
+				send_rst(v, c->local_port, c->peer_port);
 				conn_end(v, c, VS_END_OK);
 			}
 		}
@@ -347,7 +389,7 @@ void vs_abort(struct vs_dev *v, struct vs_conn *c)
 	if (c->state == VS_FREE || c->state == VS_DONE)
 		return;
 	if (c->state != VS_CONNECTING)
-		vs_send_ctl(v, c, VS_OP_RST, 0);
+		send_rst(v, c->local_port, c->peer_port);
 	conn_end(v, c, VS_END_TIMEOUT);
 }
 
@@ -417,7 +459,7 @@ static void accept_conn(struct vs_dev *v, const struct vs_hdr *h)
 	struct vs_conn *c = conn_new(v, h->dst_port, h->src_port, VS_ECHO);
 	if (!c) {
 		v->st.refused_in++;
-		tx_rst_reply(v, h);
+		send_rst(v, h->dst_port, h->src_port);
 		return;
 	}
 	c->state = VS_OPEN;
@@ -467,7 +509,7 @@ static void rx_data(struct vs_dev *v, struct vs_conn *c, uint16_t s, const struc
 			if (!c->mismatch_at)
 				c->mismatch_at = c->received + 1;
 			c->received += len;
-			vs_send_ctl(v, c, VS_OP_RST, 0);
+			send_rst(v, c->local_port, c->peer_port);
 			conn_end(v, c, VS_END_BAD);
 			return;
 		}
@@ -497,7 +539,7 @@ static void rx_packet(struct vs_dev *v, uint16_t s, const struct vs_hdr *h, bool
 		else
 			v->st.stray++;
 		if (h->op != VS_OP_RST)
-			tx_rst_reply(v, h);
+			send_rst(v, h->dst_port, h->src_port);
 		return;
 	}
 	uint32_t before = peer_credit(c);
@@ -527,19 +569,19 @@ static void rx_packet(struct vs_dev *v, uint16_t s, const struct vs_hdr *h, bool
 		if (c->peer_shut == 3 && c->shut_tx == 3 &&
 		    (c->kind != VS_ECHO || c->pend_head == VS_NO_SLOT)) {
 			/* Both sides are done: the one that sees it last resets. */
-			vs_send_ctl(v, c, VS_OP_RST, 0);
+			send_rst(v, c->local_port, c->peer_port);
 			conn_end(v, c, c->kind == VS_CHECK && !conn_complete(c) ? VS_END_RESET
 			                                                         : VS_END_OK);
 		} else if (c->kind == VS_CHECK && (c->peer_shut & VS_SHUT_SEND) &&
 		           !conn_complete(c)) {
 			/* The peer will send no more, but the echo is short. */
-			vs_send_ctl(v, c, VS_OP_RST, 0);
+			send_rst(v, c->local_port, c->peer_port);
 			conn_end(v, c, VS_END_RESET);
 		} else if (c->kind != VS_ECHO && (c->peer_shut & VS_SHUT_SEND) &&
 		           c->sent == c->to_send) {
 			vs_shutdown(v, c, VS_SHUT_RCV | VS_SHUT_SEND);
 			if (c->peer_shut == 3) {
-				vs_send_ctl(v, c, VS_OP_RST, 0);
+				send_rst(v, c->local_port, c->peer_port);
 				conn_end(v, c, VS_END_OK);
 			}
 		} else {
@@ -548,7 +590,7 @@ static void rx_packet(struct vs_dev *v, uint16_t s, const struct vs_hdr *h, bool
 		break;
 	case VS_OP_RW:
 		if (c->state == VS_CONNECTING) {
-			vs_send_ctl(v, c, VS_OP_RST, 0);
+			send_rst(v, c->local_port, c->peer_port);
 			conn_end(v, c, VS_END_RESET);
 			break;
 		}
@@ -639,6 +681,8 @@ unsigned vs_poll(struct vs_dev *v)
 	unsigned before = v->ntx_free;
 	tx_reap(v);
 	work += v->ntx_free != before;
+	if (v->nrst)
+		rst_backlog(v);
 	unsigned n = v->npump;
 	for (unsigned k = 0; k < n; k++) {
 		struct vs_conn *c = &v->conns[v->pump[k]];

@@ -55,6 +55,7 @@ _Static_assert(sizeof(struct vs_hdr) == VS_HDR_LEN, "virtio_vsock_hdr layout");
 #define VS_PLEN       65521  /* pattern period (prime: streams never line up) */
 #define VS_EVQ_BUFS   8
 #define VS_NO_SLOT    0xffff
+#define VS_RST_BACKLOG 256
 
 enum vs_kind { VS_ECHO = 1, VS_CHECK, VS_SINK };
 enum vs_state { VS_FREE = 0, VS_CONNECTING, VS_OPEN, VS_CLOSING, VS_DONE };
@@ -76,6 +77,7 @@ struct vs_conn {
 	bool want_tx;     /* on the pump list */
 	bool got_rst;     /* the peer sent RST */
 	uint8_t shut_tx;  /* SHUTDOWN flags we sent */
+	uint8_t shut_want; /* SHUTDOWN flags we mean to send (retried when TX was full) */
 	bool half;        /* CHECK: SHUTDOWN(SEND) once everything is sent */
 	uint8_t peer_shut; /* SHUTDOWN flags the peer sent */
 	uint16_t next;    /* hash chain */
@@ -108,6 +110,7 @@ struct vs_stats {
 	uint64_t refused_in;   /* REQUESTs refused (no listener, table full) */
 	uint64_t tx_full;      /* times a send waited for a TX slot */
 	uint64_t kicks;
+	uint64_t rst_dropped; /* RSTs lost: TX full and the backlog too */
 };
 
 struct vs_tx_rec {
@@ -133,6 +136,8 @@ struct vs_dev {
 	uint16_t bucket[256];
 	uint16_t pump[VS_MAX_CONNS];
 	uint16_t npump;
+	uint32_t rst_local[VS_RST_BACKLOG], rst_peer[VS_RST_BACKLOG]; /* RSTs waiting for TX */
+	uint16_t nrst;
 	uint16_t done[VS_MAX_CONNS]; /* ended connections waiting for vs_reap() */
 	uint16_t ndone;
 	uint32_t listen_port; /* 0: refuse every REQUEST */
