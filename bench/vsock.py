@@ -38,8 +38,11 @@ def harness(path, secs, sandbox):
 
 
 def probe_part(build, runs, secs):
-    """Guest-driven numbers (probe `vsock.bench`): None until the probe side exists."""
-    return None
+    """Guest-driven numbers (probe `vsock.bench`, bench/vsock_probe.py) with VSOCK_PROBE=1."""
+    if os.environ.get("VSOCK_PROBE") != "1":
+        return None
+    import vsock_probe  # noqa: E402
+    return vsock_probe.run(build, runs, os.environ.get("VSOCK_NO_SANDBOX") != "1")
 
 
 def main():

@@ -559,7 +559,8 @@ static void rx_packet(struct vs_dev *v, uint16_t s, const struct vs_hdr *h, bool
 		if (c->state == VS_CONNECTING)
 			conn_end(v, c, VS_END_REFUSED);
 		else if (conn_complete(c) ||
-		         (c->kind != VS_CHECK && c->shut_tx && c->pend_head == VS_NO_SLOT))
+		         (c->kind == VS_ECHO && c->shut_tx && c->pend_head == VS_NO_SLOT) ||
+		         (c->kind == VS_SINK && c->sent == c->to_send)) /* a peer that left */
 			conn_end(v, c, VS_END_OK);
 		else
 			conn_end(v, c, VS_END_RESET);
