@@ -120,7 +120,7 @@ static bool write_all(int fd, const void *p, size_t n)
 {
 	const char *b = p;
 	while (n) {
-		ssize_t w = write(fd, b, n);
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -215,7 +215,7 @@ unsigned vh_clients_run(struct vh_client *c, unsigned n, double timeout_s)
 			if ((p[i].revents & POLLOUT) && k->sent < k->bytes) {
 				uint64_t want = k->bytes - k->sent;
 				size_t chunk = want > CHUNK ? CHUNK : (size_t)want;
-				ssize_t w = write(k->fd, pat + (phase + k->sent) % VH_PERIOD, chunk);
+				ssize_t w = send(k->fd, pat + (phase + k->sent) % VH_PERIOD, chunk, MSG_NOSIGNAL);
 				if (w > 0) {
 					k->sent += (uint64_t)w;
 					if (k->sent == k->bytes)
@@ -351,7 +351,7 @@ static bool lconn_step(struct vh_listener *l, struct lconn *k, short rev)
 		if (rev & (POLLERR | POLLHUP))
 			return false;
 		uint64_t left = l->source_bytes - k->out;
-		ssize_t w = write(k->fd, pat + k->out % VH_PERIOD, left > CHUNK ? CHUNK : left);
+		ssize_t w = send(k->fd, pat + k->out % VH_PERIOD, left > CHUNK ? CHUNK : left, MSG_NOSIGNAL);
 		if (w > 0) {
 			k->out += (uint64_t)w;
 			l->bytes_out += (uint64_t)w;
@@ -362,7 +362,7 @@ static bool lconn_step(struct vh_listener *l, struct lconn *k, short rev)
 		return k->out < l->source_bytes;
 	}
 	if ((rev & POLLOUT) && k->off < k->len && (l->mode == VH_ECHO || k->eof)) {
-		ssize_t w = write(k->fd, k->buf + k->off, k->len - k->off);
+		ssize_t w = send(k->fd, k->buf + k->off, k->len - k->off, MSG_NOSIGNAL);
 		if (w > 0) {
 			k->off += (size_t)w;
 			l->bytes_out += (uint64_t)w;
