@@ -44,7 +44,7 @@
 #define RX_GPA(i) (VDRIVER_DATA_BASE + SLOT * (i))
 #define TX_GPA(i) (VDRIVER_DATA_BASE + SLOT * (NRX + (i)))
 #define GUEST_ALLOC (4u << 20) /* what the "guest" advertises */
-#define G2H_PKT  (VSOCK_TX_BUF / 2) /* guest → host packet payload */
+#define G2H_PKT  (32u * 1024) /* guest → host packet payload (≤ VSOCK_MAX_PKT, ≤ a TX slot) */
 
 static uint64_t now_ns(void)
 {
@@ -326,6 +326,7 @@ static double g2h(struct guest *g, double secs, const char *dir)
 		die("accept", errno);
 	pthread_create(&r.th, NULL, reader, &r);
 	uint32_t dev_alloc = h.buf_alloc, dev_fwd = h.fwd_cnt, sent = 0;
+	uint64_t waits = 0, wait_ns = 0, wait_max = 0, pkts = 0;
 	uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
 	while (now_ns() < end) {
 		uint32_t credit = vsock_peer_credit(dev_alloc, dev_fwd, sent);
@@ -334,18 +335,28 @@ static double g2h(struct guest *g, double secs, const char *dir)
 			uint32_t n = G2H_PKT;
 			tx(g, (struct vsock_hdr){.op = VSOCK_OP_RW, .src_port = gport, .dst_port = 5001}, n);
 			sent += n;
+			pkts++;
 			tx_reclaim(g);
 			continue;
 		}
 		h.op = 0;
+		uint64_t w0 = now_ns();
 		if (rx_wait(g, &h, 5000) < 0)
 			die("g2h stalled", ETIMEDOUT);
+		w0 = now_ns() - w0;
+		waits++;
+		wait_ns += w0;
+		if (w0 > wait_max)
+			wait_max = w0;
 		if (h.op) {
 			dev_alloc = h.buf_alloc;
 			dev_fwd = h.fwd_cnt;
 		}
 		tx_reclaim(g);
 	}
+	if (getenv("VSOCK_BENCH_DEBUG"))
+		fprintf(stderr, "g2h: %" PRIu64 " packets, %" PRIu64 " credit waits, %.0f us total, "
+		        "max %.0f us\n", pkts, waits, wait_ns / 1e3, wait_max / 1e3);
 	tx(g, (struct vsock_hdr){.op = VSOCK_OP_SHUTDOWN, .flags = VSOCK_SHUTDOWN_BOTH,
 	                         .src_port = gport, .dst_port = 5001}, 0);
 	pthread_join(r.th, NULL);
