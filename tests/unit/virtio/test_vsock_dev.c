@@ -444,3 +444,70 @@ Test(virtio_vsock, stale_socket_replaced_other_file_refused)
 	cr_assert_eq(access(path, F_OK), -1, "removed on destroy");
 	rmdir(dir);
 }
+
+Test(virtio_vsock, rst_storm_is_bounded)
+{
+	struct vt t;
+	struct vsock_hdr h;
+	vt_start(&t, true);
+	/* 128 RX buffers are posted; 2000 packets for no connection each want a
+	 * RST: the device keeps a bounded number and drops (counts) the rest. */
+	for (unsigned i = 0; i < 2000; i++) {
+		h = vt_hdr(&t, VSOCK_OP_RW, 40000 + i, 6000, 1);
+		vt_send(&t, &h, "x", 1);
+	}
+	unsigned rsts = 0;
+	struct vring *rx = &t.v.ring[VSOCK_QUEUE_RX];
+	uint32_t id, len;
+	(void)vdriver_wait_used(&t.v, VSOCK_QUEUE_RX, 1000);
+	while (vring_get_used(rx, &id, &len) == 1)
+		rsts++;
+	cr_assert_leq(rsts, 128, "no more than the buffers posted");
+	struct ipc_metrics m;
+	cr_assert_eq(vdriver_metrics(&t.v, &m), 0);
+	cr_assert_geq(m.errors, 2000, "every unknown-connection packet is counted (%lu)",
+	              (unsigned long)m.errors);
+	cr_assert(vdriver_alive(&t.v));
+	/* Buffers again: the queued RSTs drain, at most the ring's worth. */
+	for (unsigned i = 0; i < rsts; i++)
+		vt_rx_post(&t, 1);
+	unsigned more = 0;
+	while (vt_recv(&t, &h, NULL, 300) == 0) {
+		cr_assert_eq(h.op, VSOCK_OP_RST);
+		more++;
+	}
+	cr_assert_leq(rsts + more, 128 + 512 + 128, "bounded: %u", rsts + more);
+	vt_stop(&t);
+}
+
+Test(virtio_vsock, driver_reset_closes_connections)
+{
+	struct vt t;
+	struct vsock_hdr req;
+	vt_start(&t, true);
+	int fd = host_connect(&t, 5006, "CONNECT 5006\n", &req);
+	accept_host(&t, fd, &req);
+	int lfd, gfd = open_guest_conn(&t, &lfd, 30);
+	int pending = vt_connect_path(t.uds); /* still in its CONNECT line */
+	cr_assert_eq(vdriver_set_status(&t.v, 0), 0);
+	uint8_t st = 0xff;
+	cr_assert_eq(vdriver_status(&t.v, &st), 0);
+	cr_assert_eq(st, 0, "reset completes");
+	cr_assert(vt_eof(&t, fd, VDRIVER_TIMEOUT_MS), "host client closed by the reset");
+	cr_assert(vt_eof(&t, gfd, VDRIVER_TIMEOUT_MS), "guest connection closed by the reset");
+	cr_assert(vt_eof(&t, pending, VDRIVER_TIMEOUT_MS), "half-open client closed too");
+	close(fd);
+	close(gfd);
+	close(pending);
+	close(lfd);
+	/* The driver comes back: new connections work. */
+	memset(t.v.ring, 0, sizeof(t.v.ring));
+	cr_assert_eq(vdriver_setup(&t.v, VT_FEATURES, 256), 0);
+	t.rx_slot = 0;
+	vt_rx_post(&t, 64);
+	fd = host_connect(&t, 5007, "CONNECT 5007\n", &req);
+	accept_host(&t, fd, &req);
+	close(fd);
+	vt_expect(&t, VSOCK_OP_RST, VDRIVER_TIMEOUT_MS);
+	vt_stop(&t);
+}
