@@ -424,6 +424,8 @@ static void hostile(bool sandbox)
 	const char *s = line(&r, "hostile.vsock");
 	cr_assert(probe_line_with(r.vm.res.out, "hostile.vsock", "failed", "0"),
 	          "hostile cases failed: %.300s%s", s, ctx_of(&r));
+	cr_assert(probe_line_with(r.vm.res.out, "hostile.vsock", "bad_pkt", "0"),
+	          "the device sent the guest malformed packets%s", ctx_of(&r));
 	fprintf(stderr, "vsock-e2e: hostile.vsock %s: host listener accepted %u, max open %u\n",
 	        sandbox ? "sandboxed" : "unsandboxed", l.accepted, l.max_open);
 }

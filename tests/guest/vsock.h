@@ -1,6 +1,7 @@
 /*
- * The probe's virtio-vsock driver (device id 19): stream connections to the
- * host (CID 2) with credit-based flow control, driven by a polled event loop.
+ * The probe's virtio-vsock driver (device id 19; queues in vsock.c, the
+ * connection engine in vsock_conn.c): stream connections to the host (CID 2)
+ * with credit-based flow control, driven by a polled event loop.
  * A connection is one of three kinds of consumer: ECHO (every byte received
  * goes back out of the same RX buffer, no copy), CHECK (sends a pattern and
  * compares what comes back with it) and SINK (counts and drops).
