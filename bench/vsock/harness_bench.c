@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,8 +67,42 @@ struct peer {
 	double secs;     /* writer: write for this long, then close */
 	uint64_t bytes;  /* reader: bytes read until EOF */
 	uint64_t t0, t1; /* reader: first byte, EOF */
+	uint64_t cpu_ns; /* the thread's CPU time */
 	pthread_t th;
 };
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of every thread of process pid so far (schedstat, ns). */
+static uint64_t proc_cpu_ns(pid_t pid)
+{
+	char path[64];
+	uint64_t sum = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		char p2[320];
+		unsigned long long ns;
+		if (e->d_name[0] == '.')
+			continue;
+		if (snprintf(p2, sizeof(p2), "%.60s/%.200s/schedstat", path, e->d_name) >= (int)sizeof(p2))
+			continue;
+		FILE *f = fopen(p2, "re");
+		if (f && fscanf(f, "%llu", &ns) == 1)
+			sum += ns;
+		if (f)
+			fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
 
 static void *writer(void *arg)
 {
@@ -79,6 +114,7 @@ static void *writer(void *arg)
 		if (write(p->fd, buf, sizeof(buf)) < 0 && errno != EINTR)
 			break;
 	shutdown(p->fd, SHUT_WR);
+	p->cpu_ns = thread_cpu_ns();
 	return NULL;
 }
 
@@ -97,6 +133,7 @@ static void *reader(void *arg)
 		p->bytes += (uint64_t)n;
 	}
 	p->t1 = now_ns();
+	p->cpu_ns = thread_cpu_ns();
 	return NULL;
 }
 
@@ -105,7 +142,8 @@ static double mbps(const struct peer *p)
 	return p->t1 > p->t0 ? (double)p->bytes / 1e6 / ((double)(p->t1 - p->t0) / 1e9) : 0;
 }
 
-static double ref_stream(double secs)
+/* MB/s of the pair; *ns_kib: the writer's and reader's CPU per KiB moved. */
+static double ref_stream(double secs, double *ns_kib)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -117,6 +155,7 @@ static double ref_stream(double secs)
 	pthread_join(r.th, NULL);
 	close(sv[0]);
 	close(sv[1]);
+	*ns_kib = r.bytes ? (double)(w.cpu_ns + r.cpu_ns) / ((double)r.bytes / 1024) : 0;
 	return mbps(&r);
 }
 
@@ -276,10 +315,11 @@ static int host_conn(struct guest *g, uint32_t port, uint32_t *hport)
 	return fd;
 }
 
-static double h2g(struct guest *g, double secs)
+static double h2g(struct guest *g, double secs, double *dev_ns_kib)
 {
 	uint32_t hport;
 	int fd = host_conn(g, 5000, &hport);
+	uint64_t c0 = proc_cpu_ns(g->v.pid);
 	struct peer w = {.fd = fd, .secs = secs};
 	g->got = 0;
 	g->rst = g->shut = false;
@@ -297,6 +337,7 @@ static double h2g(struct guest *g, double secs)
 		tx_reclaim(g);
 	}
 	pthread_join(w.th, NULL);
+	*dev_ns_kib = g->got ? (double)(proc_cpu_ns(g->v.pid) - c0) / ((double)g->got / 1024) : 0;
 	tx(g, (struct vsock_hdr){.op = VSOCK_OP_SHUTDOWN, .flags = VSOCK_SHUTDOWN_BOTH,
 	                         .src_port = 5000, .dst_port = hport}, 0);
 	close(fd);
@@ -305,7 +346,7 @@ static double h2g(struct guest *g, double secs)
 	return t1 > t0 ? (double)g->got / 1e6 / ((double)(t1 - t0) / 1e9) : 0;
 }
 
-static double g2h(struct guest *g, double secs, const char *dir)
+static double g2h(struct guest *g, double secs, const char *dir, double *dev_ns_kib)
 {
 	char path[128];
 	snprintf(path, sizeof(path), "%s/v.sock_5001", dir);
@@ -325,6 +366,7 @@ static double g2h(struct guest *g, double secs, const char *dir)
 	if (r.fd < 0)
 		die("accept", errno);
 	pthread_create(&r.th, NULL, reader, &r);
+	uint64_t c0 = proc_cpu_ns(g->v.pid);
 	uint32_t dev_alloc = h.buf_alloc, dev_fwd = h.fwd_cnt, sent = 0;
 	uint64_t waits = 0, wait_ns = 0, wait_max = 0, pkts = 0;
 	uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
@@ -360,6 +402,7 @@ static double g2h(struct guest *g, double secs, const char *dir)
 	tx(g, (struct vsock_hdr){.op = VSOCK_OP_SHUTDOWN, .flags = VSOCK_SHUTDOWN_BOTH,
 	                         .src_port = gport, .dst_port = 5001}, 0);
 	pthread_join(r.th, NULL);
+	*dev_ns_kib = r.bytes ? (double)(proc_cpu_ns(g->v.pid) - c0) / ((double)r.bytes / 1024) : 0;
 	g->rst = false;
 	while (!g->rst && rx_wait(g, NULL, 1000) == 0)
 		;
@@ -436,10 +479,11 @@ int main(int argc, char **argv)
 		die("mkdtemp", errno);
 	struct guest *g = calloc(1, sizeof(*g));
 	guest_start(g, sandbox, dir);
-	double ref = ref_stream(secs);
-	double a = h2g(g, secs);
-	double b = g2h(g, secs, dir);
-	double ref2 = ref_stream(secs);
+	double ref_cpu, ref_cpu2, a_cpu, b_cpu;
+	double ref = ref_stream(secs, &ref_cpu);
+	double a = h2g(g, secs, &a_cpu);
+	double b = g2h(g, secs, dir, &b_cpu);
+	double ref2 = ref_stream(secs, &ref_cpu2);
 	double s = setup_rate(g, secs);
 	double rs = ref_setup_rate(secs, dir);
 	struct ipc_metrics m;
@@ -452,11 +496,13 @@ int main(int argc, char **argv)
 	       " \"h2g_mb_s\": %.0f, \"g2h_mb_s\": %.0f, \"ref_pair_mb_s\": %.0f,"
 	       " \"ref_pair_runs\": [%.0f, %.0f],\n"
 	       " \"h2g_ratio\": %.2f, \"g2h_ratio\": %.2f,\n"
+	       " \"h2g_device_cpu_ns_per_kib\": %.0f, \"g2h_device_cpu_ns_per_kib\": %.0f,"
+	       " \"ref_pair_cpu_ns_per_kib\": %.0f,\n"
 	       " \"setup_per_s\": %.0f, \"ref_setup_per_s\": %.0f, \"setup_ratio\": %.2f,\n"
 	       " \"device_interrupts\": %" PRIu64 ", \"device_notifications\": %" PRIu64
 	       ", \"device_errors\": %" PRIu64 ", \"device_exit_ok\": %s}\n",
 	       sandbox ? "true" : "false", secs, CHUNK, a, b, refm, ref, ref2, refm ? a / refm : 0,
-	       refm ? b / refm : 0, s, rs, rs ? s / rs : 0, mr ? 0 : m.interrupts,
+	       refm ? b / refm : 0, a_cpu, b_cpu, (ref_cpu + ref_cpu2) / 2, s, rs, rs ? s / rs : 0, mr ? 0 : m.interrupts,
 	       mr ? 0 : m.notifications, mr ? 0 : m.errors,
 	       WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "true" : "false");
 	free(g);

@@ -40,10 +40,21 @@ enum vsock_op {
 
 #define VSOCK_EVENT_TRANSPORT_RESET 0
 
-/* Limits (Firecracker's numbers): live connections, bytes buffered toward
- * one host socket (also the credit the guest gets), payload per packet. */
+/*
+ * Limits: live connections (Firecracker's number); bytes buffered toward one
+ * host socket, which is also the credit (buf_alloc) the guest gets; payload
+ * per packet. The buffer is Linux's default vsock buffer (256 KiB), not
+ * Firecracker's 64 KiB: guest → host throughput is bounded by credit per
+ * round trip, and on loaded hosts 64 KiB gave 0.02–0.2× of a host socket
+ * pair where 256 KiB gave 0.13–0.67× in the same runs (bench/vsock.sh).
+ * A connection allocates it the first time its host peer does not keep up
+ * and keeps it until it closes: at most 1023 × 256 KiB if every host peer
+ * stops reading. A build-time knob (-DVSOCK_TX_BUF=) for benchmarks.
+ */
 #define VSOCK_MAX_CONNS     1023
-#define VSOCK_TX_BUF        (64u * 1024)
+#ifndef VSOCK_TX_BUF
+#define VSOCK_TX_BUF        (256u * 1024)
+#endif
 #define VSOCK_MAX_PKT       (64u * 1024)
 #define VSOCK_LINE_MAX      32 /* "CONNECT <port>\n", newline included */
 #define VSOCK_EPHEMERAL_BASE (1u << 30)
