@@ -63,7 +63,8 @@ def main():
               f"pair {r['ref_pair_mb_s']:.0f} MB/s, setup {r['setup_per_s']:.0f}/s "
               f"(pair {r['ref_setup_per_s']:.0f}/s)", flush=True)
     keys = ("h2g_mb_s", "g2h_mb_s", "ref_pair_mb_s", "h2g_ratio", "g2h_ratio", "setup_per_s",
-            "ref_setup_per_s", "setup_ratio")
+            "ref_setup_per_s", "setup_ratio", "h2g_device_cpu_ns_per_kib",
+            "g2h_device_cpu_ns_per_kib", "ref_pair_cpu_ns_per_kib")
     m = {k: med([r[k] for r in raw]) for k in keys}
     met = m["h2g_ratio"] >= TARGET and m["g2h_ratio"] >= TARGET
     md = ["| vsock, device only (medians of %d runs, %gs each, 64 KiB writes) | device | "
@@ -73,7 +74,12 @@ def main():
           f"| guest → host MB/s | {m['g2h_mb_s']:.0f} | {m['ref_pair_mb_s']:.0f} | "
           f"{m['g2h_ratio']:.2f} |",
           f"| connection setup /s | {m['setup_per_s']:.0f} | {m['ref_setup_per_s']:.0f} | "
-          f"{m['setup_ratio']:.2f} |", "",
+          f"{m['setup_ratio']:.2f} |",
+          f"| CPU ns per KiB, host → guest (device process; pair: writer + reader) | "
+          f"{m['h2g_device_cpu_ns_per_kib']:.0f} | {m['ref_pair_cpu_ns_per_kib']:.0f} | |",
+          f"| CPU ns per KiB, guest → host (device process; pair: writer + reader) | "
+          f"{m['g2h_device_cpu_ns_per_kib']:.0f} | {m['ref_pair_cpu_ns_per_kib']:.0f} | |", "",
+          "Ratios are medians of the per-run ratios (device and pair measured in the same run).",
           f"Target (harness throughput ≥ {TARGET}× the host-only pair, both directions): "
           + ("met." if met else "MISSED.")]
     probe = probe_part(build, runs, secs)

@@ -45,7 +45,7 @@ enum vsock_op {
  * host socket, which is also the credit (buf_alloc) the guest gets; payload
  * per packet. The buffer is Linux's default vsock buffer (256 KiB), not
  * Firecracker's 64 KiB: guest → host throughput is bounded by credit per
- * round trip, and on loaded hosts 64 KiB gave 0.02–0.2× of a host socket
+ * round trip, and on loaded hosts 64 KiB gave 0.00–0.21× of a host socket
  * pair where 256 KiB gave 0.13–0.67× in the same runs (bench/vsock.sh).
  * A connection allocates it the first time its host peer does not keep up
  * and keeps it until it closes: at most 1023 × 256 KiB if every host peer
