@@ -11,10 +11,9 @@
    run is a host-only Unix socketpair through the same writer/reader (and a
    plain connect/accept/"OK" exchange for setup). Target: harness throughput
    ≥ 0.5× the host-only pair, both directions.
-2. Guest-driven (the probe guest's `vsock.bench`): probe_part() below — a hook
-   for the probe-side helper; it returns None until filled in. Guest-measured
-   rates are guest-bound on these hosts (../shared/host.md): recorded, not
-   compared.
+2. Guest-driven (the probe guest's `vsock.bench`, with VSOCK_PROBE=1):
+   probe_part() below runs bench/vsock_probe.py. Guest-measured rates are
+   guest-bound on these hosts (../shared/host.md): recorded, not compared.
 
 Each run is VSOCK_RUNS (default 3) harness invocations of VSOCK_SECS (2)
 seconds per measurement; tables show medians. Writes
