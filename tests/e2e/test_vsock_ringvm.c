@@ -85,10 +85,25 @@ static void start(struct run *r, const char *params)
 	cr_assert_eq(vh_vm_start(&r->vm), 0, "cannot start the VMM thread");
 }
 
+/*
+ * The last run's output, owned here: freed when the next run finishes or in
+ * the suite's .fini (a failed assert leaves the test function early).
+ */
+static struct harness_result kept;
+
+static void free_kept(void)
+{
+	harness_result_free(&kept);
+	memset(&kept, 0, sizeof(kept));
+}
+
 /* Waits for the VMM, then checks it ended well; removes the socket directory. */
 static void finish(struct run *r)
 {
 	int ret = vh_vm_join(&r->vm);
+	free_kept();
+	if (ret == 0)
+		kept = r->vm.res;
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);
 	if (system(cmd) != 0)
@@ -165,7 +180,7 @@ static void report_fail(struct vh_client *c, unsigned n, char *buf, size_t len)
 		fn(false);                                                                         \
 	} while (0)
 
-TestSuite(e2e_ringvm_vsock, .timeout = 900);
+TestSuite(e2e_ringvm_vsock, .timeout = 900, .fini = free_kept);
 
 /* ---- host → guest echo ---- */
 
