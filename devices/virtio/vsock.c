@@ -117,6 +117,12 @@ static uint32_t fill_data(struct vsock *vs, struct vsock_conn *c, struct vsock_h
 	uint32_t want = room < credit ? room : credit;
 	if (want > VSOCK_MAX_PKT)
 		want = VSOCK_MAX_PKT;
+	if (!room) {
+		/* A header-only buffer: no data fits (a 0-byte read would look
+		 * like EOF). Spend it on a credit update and wait for the next. */
+		hdr_for(vs, h, c->local_port, c->peer_port, VSOCK_OP_CREDIT_UPDATE);
+		return (uint32_t)sizeof(*h);
+	}
 	virtq_writer_init(&w, &vs->rx_chain);
 	virtq_writer_advance(&w, sizeof(*h));
 	ssize_t got;

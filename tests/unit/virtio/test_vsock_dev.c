@@ -511,3 +511,68 @@ Test(virtio_vsock, driver_reset_closes_connections)
 	vt_expect(&t, VSOCK_OP_RST, VDRIVER_TIMEOUT_MS);
 	vt_stop(&t);
 }
+
+/* Random headers (mostly the right CIDs, so they get past the first checks)
+ * mixed into live connections: the device survives, the connections keep
+ * working or are reset, and nothing is buffered without bound. */
+Test(virtio_vsock, random_packets_survived, .timeout = 120)
+{
+	struct vt t;
+	struct vsock_hdr h, r;
+	static uint8_t junk[8192];
+	vt_start(&t, true);
+	int lfd = vt_listen_port(&t, 5008);
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	for (unsigned i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(seed >>= 1, seed ^= seed << 7, seed);
+	for (unsigned i = 0; i < 3000; i++) {
+		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+		uint32_t len = (uint32_t)(seed % 9) == 0 ? (uint32_t)(seed >> 8) : (uint32_t)(seed >> 20) % 600;
+		h = vt_hdr(&t, (uint16_t)((seed >> 3) % 9), 100 + (uint32_t)(seed >> 40) % 8,
+		           (seed >> 12) % 3 ? 5008 : (uint32_t)(seed >> 28), len);
+		if (!((seed >> 5) % 16))
+			h.src_cid = seed >> 16;
+		if (!((seed >> 6) % 16))
+			h.dst_cid = seed >> 24;
+		if (!((seed >> 7) % 16))
+			h.type = (uint16_t)(seed >> 33);
+		if (h.op != VSOCK_OP_RW && (seed >> 11) % 4)
+			h.len = len = 0; /* mostly well-formed control packets */
+		h.flags = (uint32_t)(seed >> 30);
+		h.buf_alloc = (seed >> 9) % 2 ? (uint32_t)(seed >> 36) : 65536;
+		h.fwd_cnt = (uint32_t)(seed >> 14);
+		/* The chain carries at most what the junk buffer has; len may claim more. */
+		uint32_t carry = len < sizeof(junk) ? len : (uint32_t)(seed >> 50) % sizeof(junk);
+		vt_send(&t, &h, junk, carry);
+		while (vt_recv(&t, &r, NULL, 0) == 0)
+			;
+		struct pollfd pf = {.fd = lfd, .events = POLLIN};
+		while (poll(&pf, 1, 0) == 1) {
+			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				(void)!send(fd, junk, 3000, MSG_NOSIGNAL | MSG_DONTWAIT);
+				close(fd); /* host peers that say something and go */
+			}
+		}
+		if (i % 500 == 0)
+			cr_assert(vdriver_alive(&t.v), "device died after %u packets", i);
+	}
+	while (vt_recv(&t, &r, NULL, 200) == 0)
+		;
+	struct ipc_metrics m;
+	cr_assert_eq(vdriver_metrics(&t.v, &m), 0);
+	cr_log_info("random packets: %lu refused/counted, %lu RW to the guest, %lu connections",
+	            (unsigned long)m.errors, (unsigned long)m.reads, (unsigned long)m.other);
+	cr_assert_gt(m.errors, 0, "hostile packets are counted");
+	cr_assert_leq(m.inflight, 8, "connections are bounded by the guest ports used (%lu)",
+	              (unsigned long)m.inflight);
+	/* Still serving: a clean connection works (its own credit counters). */
+	t.fwd_cnt = 0;
+	struct vsock_hdr req;
+	int fd = host_connect(&t, 5100, "CONNECT 5100\n", &req);
+	accept_host(&t, fd, &req);
+	close(fd);
+	vt_expect(&t, VSOCK_OP_RST, VDRIVER_TIMEOUT_MS);
+	close(lfd);
+	vt_stop(&t);
+}
