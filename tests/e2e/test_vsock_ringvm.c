@@ -445,9 +445,15 @@ static void hostile(bool sandbox)
 	prepare(&r, sandbox);
 	struct vh_listener l = {0};
 	cr_assert_eq(vh_listener_start(&l, r.uds, HOST_PORT, VH_ECHO), 0, "listener");
-	start(&r, "probe=hostile.vsock hostile.vsock.port=5000");
+	/* credit-overrun aims at a peer that never reads: the device's buffer fills. */
+	struct vh_listener stall = {0};
+	cr_assert_eq(vh_listener_start(&stall, r.uds, HOST_PORT + 2, VH_STALL), 0, "listener");
+	start(&r, "probe=hostile.vsock hostile.vsock.port=5000 hostile.vsock.stall_port=5002");
 	finish(&r);
 	vh_listener_stop(&l);
+	vh_listener_stop(&stall);
+	cr_assert_eq(stall.accepted, 1, "the stalled listener accepted %u connections",
+	             stall.accepted);
 	const char *s = line(&r, "hostile.vsock");
 	cr_assert(probe_line_with(r.vm.res.out, "hostile.vsock", "failed", "0"),
 	          "hostile cases failed: %.300s%s", s, ctx_of(&r));

@@ -421,7 +421,8 @@ static void *listener_thread(void *arg)
 			struct lconn *k = &ks[i];
 			short ev = 0;
 			if (k->fd >= 0) {
-				if (!k->eof && (l->mode != VH_ECHO || k->len < k->cap))
+				if (l->mode != VH_STALL && !k->eof &&
+				    (l->mode != VH_ECHO || k->len < k->cap))
 					ev |= POLLIN;
 				if (l->mode == VH_SOURCE || (k->off < k->len && (l->mode == VH_ECHO || k->eof)))
 					ev |= POLLOUT;

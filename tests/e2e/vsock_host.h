@@ -73,6 +73,7 @@ enum vh_mode {
 	VH_DELAYED, /* read until EOF, then write it all back and close */
 	VH_SINK,    /* read and drop until EOF, then close */
 	VH_SOURCE,  /* write source_bytes of the pattern, then close */
+	VH_STALL,   /* accept and never read (a peer that stopped reading) */
 };
 
 struct vh_listener {

@@ -266,17 +266,29 @@ static void request_dup(unsigned n)
 	pkt(HPORT + n, echo_port, VS_OP_RST);
 }
 
-/* Sends 2 × the host's buf_alloc (at most 8 MiB) without waiting for credit. */
+/*
+ * Sends 2 × the host's buf_alloc (at most 8 MiB) without waiting for credit,
+ * to hostile.vsock.stall_port when given: a host peer that never reads, so
+ * the device's buffer for it fills and the excess must be refused (RST or
+ * dropped) without holding up anybody else.
+ */
+static uint32_t stall_port;
 static void credit_overrun(unsigned n)
 {
-	if (!raw_open(HPORT + n, 1u << 30))
+	uint32_t keep = echo_port;
+	if (stall_port)
+		echo_port = stall_port;
+	bool open = raw_open(HPORT + n, 1u << 30);
+	echo_port = keep;
+	if (!open)
 		return;
+	uint32_t peer = stall_port ? stall_port : echo_port;
 	uint64_t want = 2ull * seen.buf_alloc + 65536;
 	if (want > (8u << 20))
 		want = 8u << 20;
 	for (uint64_t sent = 0; sent < want && !tx_stuck;) {
 		uint32_t k = want - sent > 65536 ? 65536 : (uint32_t)(want - sent);
-		struct vs_hdr *h = hdr(HPORT + n, echo_port, VS_OP_RW, k);
+		struct vs_hdr *h = hdr(HPORT + n, peer, VS_OP_RW, k);
 		h->buf_alloc = 1u << 30;
 		struct virtq_buf b[2] = {{(uint64_t)h, VS_HDR_LEN, false},
 		                         {(uint64_t)vs_pattern(dev, 0, 0), k, false}};
@@ -285,7 +297,7 @@ static void credit_overrun(unsigned n)
 		sent += k;
 	}
 	settle(wait_ms * 2);
-	pkt(HPORT + n, echo_port, VS_OP_RST);
+	pkt(HPORT + n, peer, VS_OP_RST);
 }
 
 static void credit_fwd_ahead(unsigned n)
@@ -454,6 +466,7 @@ const char *test_hostile_vsock(void)
 	                                         "bad", "timeout", "transport", "?"};
 	echo_port = (uint32_t)probe_opt_u64("hostile.vsock.port", 5000);
 	wait_ms = (uint32_t)probe_opt_u64("hostile.wait_ms", 100);
+	stall_port = (uint32_t)probe_opt_u64("hostile.vsock.stall_port", 0);
 	char skip[256] = "";
 	probe_opt("hostile.skip", skip, sizeof(skip));
 	const char *why;
