@@ -95,8 +95,8 @@ void vsock_conn_wake(struct vsock_conn *c)
 		exec_waitq_wake(vs->vdev.ex, &c->wake, 1);
 		return;
 	}
-	if (!c->polling || c->wake_queued || c->fd < 0)
-		return; /* running: it will look at its state before waiting again */
+	if (!c->polling || c->wake_queued || c->fd < 0 || vs->slow_wake)
+		return; /* running (it looks at its state before waiting again), or ticking */
 	if (vs->wake_len == VSOCK_WAKE_RING) {
 		vs->st.wakes_dropped++;
 		return;
@@ -419,7 +419,12 @@ static int conn_task(struct exec *ex, void *arg)
 				break;
 			continue;
 		}
-		(void)exec_set_deadline(ex, c->deadline);
+		uint64_t dl = c->deadline;
+		if (c->vs->slow_wake) {
+			uint64_t soon = exec_now() + VSOCK_SLOW_WAKE_NS;
+			dl = dl && dl < soon ? dl : soon;
+		}
+		(void)exec_set_deadline(ex, dl);
 		c->polling = true;
 		int r = exec_poll(ex, c->fd, (unsigned)want);
 		c->polling = false;
@@ -427,6 +432,8 @@ static int conn_task(struct exec *ex, void *arg)
 		(void)exec_set_deadline(ex, 0);
 		if (r == -ECANCELED)
 			continue; /* woken (or cancelled: the loop condition says) */
+		if (r == -ETIMEDOUT && (!c->deadline || exec_now() < c->deadline))
+			continue; /* only the slow-wake tick */
 		if (r == -ETIMEDOUT) {
 			c->vs->st.timeouts++;
 			vsock_conn_close(c, true);
@@ -511,6 +518,7 @@ int vsock_accept_start(struct vsock *vs)
 	exec_waitq_init(&vs->waker_q);
 	vs->wake_first = vs->wake_len = 0;
 	vs->all = NULL;
+	vs->slow_wake = !(exec_features(ex) & EXEC_FEAT_CANCEL_ANY);
 	int r = exec_spawn(ex, waker_task, vs, 0, &vs->waker_task);
 	if (r < 0) {
 		vs->waker_task = NULL;

@@ -18,6 +18,7 @@
 #define VSOCK_RST_RING  512  /* RSTs waiting for an RX buffer; more are dropped, counted */
 #define VSOCK_RX_BATCH  32   /* packets to the guest between interrupts */
 #define VSOCK_WAKE_RING 2048 /* descriptors whose poll the waker must cancel */
+#define VSOCK_SLOW_WAKE_NS (10ull * 1000000)
 #define VSOCK_LINE_NS   (5ull * 1000000000)  /* a client has this long for its CONNECT line */
 #define VSOCK_REPLY_NS  (2ull * 1000000000)  /* the guest has this long to answer a REQUEST */
 /* Tell the guest about forwarded bytes once this many are unreported. */
@@ -105,6 +106,9 @@ struct vsock {
 	unsigned wake_first, wake_len;
 	struct exec_waitq waker_q;
 	bool waker_parked;
+	/* The kernel cannot cancel by descriptor (before 5.19): polls wake up
+	 * every VSOCK_SLOW_WAKE_NS to look at their state instead. */
+	bool slow_wake;
 	struct exec_waitq rx_work, rx_kick, drained;
 	bool rx_parked;
 	struct virtq_chain rx_chain, tx_chain;
