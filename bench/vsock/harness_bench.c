@@ -169,9 +169,25 @@ struct guest {
 	int free_tx[NTX];
 	unsigned nfree_tx;
 	uint32_t fwd_cnt, fwd_told; /* consumed, last reported */
+	uint16_t tx_kicked, rx_kicked; /* avail idx at the last kick decision */
 	uint64_t got;               /* RW payload received */
 	bool rst, shut;
 };
+
+/*
+ * Kick queue q as a Linux driver does with EVENT_IDX: only if the device's
+ * avail_event lies in the entries published since the last kick.
+ */
+static void kick(struct guest *g, uint16_t q, uint16_t *kicked_at)
+{
+	struct vring *r = &g->v.ring[q];
+	uint16_t now = r->avail_idx, old = *kicked_at;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST); /* avail idx store before the avail_event load */
+	uint16_t ev = vring_avail_event(r);
+	*kicked_at = now;
+	if ((uint16_t)(now - ev - 1) < (uint16_t)(now - old))
+		(void)vdriver_kick(&g->v, q);
+}
 
 static void rx_post(struct guest *g, unsigned slot)
 {
@@ -213,7 +229,7 @@ static void tx(struct guest *g, struct vsock_hdr h, uint32_t n)
 	if (head < 0)
 		die("tx", head);
 	g->tx_slot_of[head] = slot;
-	(void)vdriver_kick(&g->v, VSOCK_QUEUE_TX);
+	kick(g, VSOCK_QUEUE_TX, &g->tx_kicked);
 }
 
 /*
@@ -242,7 +258,7 @@ static unsigned rx_drain(struct guest *g, struct vsock_hdr *last)
 		n++;
 	}
 	if (n)
-		(void)vdriver_kick(&g->v, VSOCK_QUEUE_RX);
+		kick(g, VSOCK_QUEUE_RX, &g->rx_kicked);
 	return n;
 }
 
@@ -273,6 +289,7 @@ static void guest_start(struct guest *g, bool sandbox, const char *dir)
 	for (unsigned i = 0; i < NRX; i++)
 		rx_post(g, i);
 	(void)vdriver_kick(&g->v, VSOCK_QUEUE_RX);
+	g->rx_kicked = g->v.ring[VSOCK_QUEUE_RX].avail_idx;
 	for (int i = 0; i < NTX; i++)
 		g->free_tx[g->nfree_tx++] = i;
 }
