@@ -238,6 +238,11 @@ static int add_device(struct vm_config *cfg, const struct registry_entry *e, con
 		fprintf(stderr, "ringvm run: --%s: at most %d devices\n", e->option, VM_MAX_DEVICES);
 		return 2;
 	}
+	for (unsigned i = 0; e->single && i < cfg->ndevs; i++)
+		if (cfg->devs[i].entry == e) {
+			fprintf(stderr, "ringvm run: --%s: at most one such device\n", e->option);
+			return 2;
+		}
 	if (e->default_on) {
 		/* --rng after --no-rng turns it back on; given twice, it stays one device. */
 		for (size_t i = 0; registry_at(i); i++)

@@ -64,7 +64,8 @@ int devproc_pre_seccomp(void *arg)
 	    .ops = ops,
 	    .n_ops = n,
 	    .max_workers = {a->dev->uring_max_workers[0], a->dev->uring_max_workers[1]}};
-	r = exec_restrict(&a->ex, NULL, &rp);
+	struct exec_params ep = {.sq_entries = a->dev->uring_sq_entries};
+	r = exec_restrict(&a->ex, &ep, &rp);
 	if (r < 0) {
 		munmap(a->mem.map, a->mem.map_size);
 		memset(&a->mem, 0, sizeof(a->mem));

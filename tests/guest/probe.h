@@ -232,5 +232,6 @@ probe_test_fn test_blk_bench, test_blk_copy, test_blk_fill, test_blk_verify, tes
 probe_test_fn test_lat, test_rng_bench;
 probe_test_fn test_blk_resize;
 probe_test_fn test_hostile_net, test_net, test_net_bench;
+probe_test_fn test_hostile_vsock, test_vsock, test_vsock_bench;
 
 #endif
