@@ -699,7 +699,7 @@ static unsigned spawn_and_kill(const struct harness_argv *a, const char *marker,
 		dup2(p[1], 1);
 		dup2(p[1], 2);
 		close_range(3, ~0u, 0); /* nothing of the test process leaks into the VM */
-		execv(a->argv[0], a->argv);
+		harness_execv(a);
 		_exit(127);
 	}
 	setpgid(pid, pid);
