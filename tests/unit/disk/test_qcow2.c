@@ -1,6 +1,7 @@
 /*
  * disk/qcow2: header validation (every hostile field of hostile-inputs 14,
- * each on its own mutated image), backing chains (loops, depth, missing),
+ * each on its own mutated image), backing chains (loops, depth, missing,
+ * names of FIFOs, devices and directories),
  * hostile L2 entries (15), the L2 cache (hits, misses, LRU eviction), and
  * crash ordering: a failure injected at each write step leaves an image
  * qemu-img check accepts (exit 0 or 3, never 2).
@@ -234,6 +235,62 @@ Test(disk_qcow2_backing, loops_depth_missing_and_fds)
 	cr_expect(d.backing->read_only, "backing files are read-only");
 	cr_expect_eq(disk_fds(&d, fds, 1), DISK_MAX_CHAIN + 1, "the count even past max");
 	disk_close(&d);
+	rm_tmp();
+}
+
+/*
+ * hostile-inputs 16, path tricks: the backing name is the image's to choose.
+ * A FIFO would block the open forever and a character device may act on
+ * open, so anything but a regular file or block device is refused before
+ * it is opened (the test's timeout catches a hang). Names resolve against
+ * the image's directory ("sub/../x" and symlinks as the file system says),
+ * and whatever is opened is opened read-only.
+ */
+Test(disk_qcow2_backing, path_tricks_fifo_device_directory, .timeout = 30)
+{
+	static const struct {
+		const char *backing, *fmt;
+		int want;
+	} cases[] = {
+	    {"fifo", "raw", -EINVAL},          {"fifo", NULL, -EINVAL},
+	    {"link-to-fifo", "raw", -EINVAL},  {"/dev/null", "raw", -EINVAL},
+	    {"/dev/zero", NULL, -EINVAL},      {".", "raw", -EINVAL},
+	    {"sub", NULL, -EINVAL},            {"sub/../base.raw", "raw", 0},
+	    {"sub/../sub/../base.raw", NULL, 0}, {"link-to-base", "raw", 0},
+	};
+	char err[512], p[128], q[128];
+	struct disk d;
+	mkdir_tmp();
+	pathf(p, sizeof(p), "fifo");
+	cr_assert_eq(mkfifo(p, 0600), 0);
+	pathf(q, sizeof(q), "link-to-fifo");
+	cr_assert_eq(symlink(p, q), 0);
+	pathf(p, sizeof(p), "sub");
+	cr_assert_eq(mkdir(p, 0700), 0);
+	pathf(p, sizeof(p), "base.raw");
+	int fd = open(p, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0 && ftruncate(fd, 1 << 20) == 0);
+	close(fd);
+	pathf(q, sizeof(q), "link-to-base");
+	cr_assert_eq(symlink("base.raw", q), 0);
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qcow2_create_opts o = {.size = 1 << 20, .backing = cases[i].backing,
+		                              .backing_fmt = cases[i].fmt};
+		make("top.qcow2", &o);
+		err[0] = '\0';
+		int r = open_named(&d, "top.qcow2", false, err, sizeof(err));
+		cr_expect_eq(r, cases[i].want, "backing '%s': got %d (%s)", cases[i].backing, r, err);
+		if (cases[i].want == -EINVAL)
+			cr_expect_not_null(strstr(err, "not a regular file or block device"),
+			                   "backing '%s': %s", cases[i].backing, err);
+		if (r == 0) {
+			cr_expect(d.backing && d.backing->read_only, "backing '%s' opened read-write",
+			          cases[i].backing);
+			cr_expect_eq(fcntl(d.backing->fd, F_GETFL) & O_NONBLOCK, 0,
+			             "backing '%s' left O_NONBLOCK", cases[i].backing);
+			disk_close(&d);
+		}
+	}
 	rm_tmp();
 }
 
