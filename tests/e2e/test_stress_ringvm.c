@@ -5,7 +5,10 @@
  * process, image lock, file or memory growth is left. The suite runs 48
  * cycles; the script's default of 1000 is for a local run (docs/security.md).
  * A second test hands the script a ringvm that leaves a process behind, so
- * the checker itself is shown to fail when it should.
+ * the checker itself is shown to fail when it should. hostile-inputs 23
+ * with I/O in flight: tests/stress/kill-mid-io SIGKILLs the main process,
+ * SIGKILLs or SIGSTOPs the block device during guest writes, and checks
+ * that everything ends, nothing is left and qemu-img check accepts the image.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 #define RINGVM    BUILD_PATH("core/ringvm")
 #define QCOW_TOOL BUILD_PATH("tools/qcow-tool/qcow-tool")
 #define LOOP      SOURCE_PATH("tests/stress/start-stop-loop")
+#define KILL      SOURCE_PATH("tests/stress/kill-mid-io")
 
 static void need(void)
 {
@@ -77,5 +81,34 @@ Test(e2e_ringvm_stress, checker_sees_a_leftover_process, .timeout = 120)
 	cr_assert(r.exited && r.exit_code == 1, "the loop should fail (exit 1):\n%s%s", r.out,
 	          r.err);
 	cr_assert_not_null(strstr(r.out, "processes left"), "%s", r.out);
+	harness_result_free(&r);
+}
+
+Test(e2e_ringvm_stress, kill_mid_io_main_device_and_stopped_device, .timeout = 300)
+{
+	need();
+	struct harness_argv a;
+	struct harness_opts o = {.timeout_s = 280};
+	harness_argv_init(&a);
+	harness_argv_add(&a, "python3");
+	harness_argv_add(&a, "%s", KILL);
+	harness_argv_add(&a, "--ringvm");
+	harness_argv_add(&a, "%s", RINGVM);
+	harness_argv_add(&a, "--qcow-tool");
+	harness_argv_add(&a, "%s", QCOW_TOOL);
+	harness_argv_add(&a, "--probe");
+	harness_argv_add(&a, "%s", harness_probe_path());
+	struct harness_result r;
+	cr_assert_eq(harness_run(&a, &o, &r), 0);
+	cr_log_info("%s", r.out);
+	cr_assert(r.exited && r.exit_code == 0, "kill-mid-io failed:\n%s%s", r.out, r.err);
+	/* 3 kinds x 2 sandbox modes, each with its 3 device processes seen. */
+	const char *l = r.out;
+	unsigned runs = 0;
+	while ((l = strstr(l, " ok=1 devices=3 "))) {
+		runs++;
+		l++;
+	}
+	cr_assert_eq(runs, 6, "%s", r.out);
 	harness_result_free(&r);
 }
