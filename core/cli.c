@@ -536,6 +536,7 @@ static int load_config(struct vm_config *cfg, const char *file, struct config_ar
 			rerr ? strerror(rerr) : "larger than 1 MiB");
 		return 2;
 	}
+	text[n] = '\0'; /* the strspn past the object below must stop at the end of the file */
 	struct json_tokener *tok = json_tokener_new();
 	if (!tok) {
 		free(text);
