@@ -3,7 +3,9 @@
 
 Every ratio below is oriented so that higher is better, and each side of it is
 measured in the same run on the same file, interleaved, CI_REPS times
-(default 5); the gate uses the median. bench/baseline.json keeps, per ratio, a
+(default 5). The gate uses the median for costs (CPU, service time, net) and
+the best run of each side for throughput and boot time (see group_harness and
+group_boot: on a loaded 2-CPU host those are what repeats). bench/baseline.json keeps, per ratio, a
 floor (the median of calibration runs on this kind of machine) and a
 tolerance: a ratio fails when it is below floor × (1 − tolerance). A failing
 ratio is measured once more (its whole group, CI_REPS times again) and the
@@ -15,24 +17,29 @@ not fail CI while a real regression, which shows in both, still does.
                              tmpfs: QEMU 7.2 (aio=io_uring) / ringvm
   blk_harness_over_fio       device-only IOPS (bench-blk-harness, jailed device,
                              no guest) / fio io_uring, randread QD32, same file
+                             (best of CI_REPS runs each)
   blk_svc_fio_over_ringvm    fio clat p50 / device service time p50 (harness,
                              avail ring -> used ring), randread QD1
   qcow2_over_raw             harness IOPS on an allocated qcow2 / on the raw
-                             file, randread QD32
+                             file, randread QD32 (best of CI_REPS runs each)
   boot_qemu_over_ringvm      spawn -> first probe line, QEMU+qboot / ringvm
                              (fastest of CI_REPS spawns each, see group_boot)
+  net_device_over_host_loop  bench-net-harness (jailed net device, no guest)
+                             pps / a plain TAP readv/writev loop, geometric
+                             mean of TX and RX at 64 and 1500 B (root only)
 
 Usage: bench/ci.py BUILD_DIR [--calibrate]. --calibrate prints the medians in
 baseline.json's form and never fails. Environment: CI_REPS (5), CI_SECS (2,
 guest bench), CI_HSECS (1, harness and fio), CI_SIZE_MB (256).
 Writes bench/results/ci-<timestamp>.json. Exit status 1 when a ratio fails.
 """
-import json, os, shutil, statistics, subprocess, sys, tempfile, time
+import json, math, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blk import fill_file, machine_info, run_fio, run_harness, run_vm  # noqa: E402
 from boot import run_once as boot_once  # noqa: E402
+from net import run_harness as net_harness  # noqa: E402
 from proxy import read  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +56,7 @@ class Ctx:
         self.ringvm = os.path.join(build, "core", "ringvm")
         self.probe = os.path.join(build, "tests", "guest", "probe.elf")
         self.harness = os.path.join(build, "bench", "blk", "bench-blk-harness")
+        self.net_harness = os.path.join(build, "bench", "net", "bench-net-harness")
         self.qtool = os.path.join(build, "tools", "qcow-tool", "qcow-tool")
         self.qemu = shutil.which("qemu-system-x86_64")
         self.reps = int(os.environ.get("CI_REPS", "5"))
@@ -106,14 +114,24 @@ def group_harness(c):
         s["fio_qd32"].append(f32["iops"])
         s["fio_clat_qd1"].append(f1["clat_p50_us"])
     m = {k: med(v) for k, v in s.items()}
-    return {"blk_harness_over_fio": (m["harness_qd32"] / m["fio_qd32"],
-                                     {"harness_iops": m["harness_qd32"],
-                                      "fio_iops": m["fio_qd32"]}),
+    # Throughput: the best of the interleaved runs on each side, not the median.
+    # Under load the harness (two processes waking each other) swings 65-440 k
+    # IOPS between one-second runs here, bimodally, so the ratio of medians
+    # went 0.47-4.9 on one unchanged tree; the ratio of bests stayed 0.86-3.7
+    # (qcow2/raw: 1.0-1.8 against 0.75-2.2), and a slower device lowers it
+    # just the same (5 us of CPU per request: 0.31).
+    b = {k: max(v) for k, v in s.items()}
+    return {"blk_harness_over_fio": (b["harness_qd32"] / b["fio_qd32"],
+                                     {"harness_iops_best": b["harness_qd32"],
+                                      "fio_iops_best": b["fio_qd32"],
+                                      "harness_iops_median": m["harness_qd32"],
+                                      "fio_iops_median": m["fio_qd32"]}),
             "blk_svc_fio_over_ringvm": (m["fio_clat_qd1"] / m["svc_qd1"],
                                         {"ringvm_svc_p50_us": m["svc_qd1"],
                                          "fio_clat_p50_us": m["fio_clat_qd1"]}),
-            "qcow2_over_raw": (m["qcow2_qd32"] / m["harness_qd32"],
-                               {"qcow2_iops": m["qcow2_qd32"], "raw_iops": m["harness_qd32"]})
+            "qcow2_over_raw": (b["qcow2_qd32"] / b["harness_qd32"],
+                               {"qcow2_iops_best": b["qcow2_qd32"],
+                                "raw_iops_best": b["harness_qd32"]})
             }, s
 
 
@@ -132,10 +150,28 @@ def group_boot(c):
                                               "qemu_first_line_ms_min": q})}, s
 
 
+def group_net(c):
+    # geometric mean over TX/RX x 64/1500 B of device pps / plain TAP loop pps:
+    # each of the four swings 0.6-2x from run to run with the load, their
+    # product much less (the host loop and the device meet the same load)
+    s = {"geomean": [], "by_case": []}
+    for _ in range(c.reps):
+        h = net_harness(c.net_harness, c.hsecs, timeout=120 + 16 * c.hsecs)
+        r = {k: h[f"device/{k}"]["pps"] / h[f"host-loop/{k}"]["pps"]
+             for k in ("tx/64", "rx/64", "tx/1500", "rx/1500")}
+        s["by_case"].append(r)
+        s["geomean"].append(math.prod(r.values()) ** (1 / len(r)))
+    return {"net_device_over_host_loop": (med(s["geomean"]), {
+        f"{k.replace('/', '_')}": med([x[k] for x in s["by_case"]])
+        for k in s["by_case"][0]})}, s
+
+
 GROUPS = {"cpu": group_cpu, "harness": group_harness, "boot": group_boot}
+if os.geteuid() == 0:  # TAPs need root; CI runs as root
+    GROUPS["net"] = group_net
 GROUP_OF = {"blk_cpu_qemu_over_ringvm": "cpu", "blk_harness_over_fio": "harness",
             "blk_svc_fio_over_ringvm": "harness", "qcow2_over_raw": "harness",
-            "boot_qemu_over_ringvm": "boot"}
+            "boot_qemu_over_ringvm": "boot", "net_device_over_host_loop": "net"}
 
 
 def main():
@@ -205,7 +241,7 @@ def main():
                      "tolerance": e and e["tolerance"], "limit": limit,
                      "status": "pass" if ok else "FAIL",
                      "retried": retried.get(name), "detail": d})
-    print(f"bench-ci: median of {c.reps} reps, {elapsed:.0f} s, load average "
+    print(f"bench-ci: {c.reps} reps, {elapsed:.0f} s, load average "
           f"{' '.join(info['loadavg_start'])} -> {' '.join(load)}, commit {info['commit']}"
           f"{' (dirty)' if info['worktree_dirty'] else ''}")
     print(f"{'ratio (higher is better)':28}{'value':>8}{'floor':>8}{'tol':>6}{'limit':>8}  "
