@@ -24,7 +24,8 @@ ROOT = os.path.dirname(HERE)
 FMT = os.environ.get("REPORT_FORMAT", "svg")
 TERM = (f'set terminal pngcairo size 860,460 font "sans,10"' if FMT == "png" else
         'set terminal svg size 860,460 dynamic font "sans,11" background "white"')
-COMMON = TERM + '\nset grid ytics lc "#dddddd"\nset key below\n'
+# noenhanced: names like io_uring and O_DIRECT are not subscripts
+COMMON = TERM + '\nset termoption noenhanced\nset grid ytics lc "#dddddd"\nset key below\n'
 
 
 def latest():
@@ -77,6 +78,7 @@ set logscale x 2
 set xlabel "queue depth"
 set ylabel "k IOPS"
 set yrange [0:*]
+set xrange [{min(qds) * 0.8:g}:{max(qds) * 1.25:g}]
 set xtics ({", ".join(str(q) for q in qds)})
 plot "{f}" u 1:2:3:4 w yerrorlines lw 2 t "ringvm device (harness) randread", \\
      "" u 1:5:6:7 w yerrorlines lw 2 dt 2 t "fio io_uring randread (host limit)", \\
@@ -105,6 +107,7 @@ set ylabel "µs per request"
 set yrange [0:*]
 set xtics rotate by -30
 set bmargin 7
+set rmargin 10
 plot "{f}" u 2:3:4:xtic(1) t "ringvm", "" u 5:6:7 t "QEMU 7.2", "" u 8:9:10 t "QEMU + iothread\"""")
 
 
