@@ -4,6 +4,7 @@ ASAN_BUILD ?= build-asan
 NINJA      ?= ninja
 
 .PHONY: all build deps check check-asan demo bench clean format test-kernel
+.PHONY: bench-ci bench-report
 
 all: build
 
@@ -40,6 +41,15 @@ demo: build
 
 bench: build
 	bench/run-all $(BUILD)
+
+# The short regression gate CI runs after `make check` (bench/ci.py, bench/baseline.json).
+bench-ci: build
+	python3 bench/ci.py $(BUILD)
+
+# SVG plots and a Markdown table from the latest `make bench` results (gnuplot).
+bench-report:
+	@tools/install-deps -q
+	python3 bench/report.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -49,6 +49,7 @@ fio_iops() { # name qd extra-args...
 			"$name" >>"$raw"
 }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "async bench: $runs runs, ${secs}s per I/O run, file $file" >&2
 for r in $(seq "$runs"); do
 	echo "  run $r/$runs" >&2
@@ -74,9 +75,10 @@ done
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$results/async-$stamp.json"
-python3 - "$raw" "$out" "$runs" "$secs" <<'PY'
+python3 - "$raw" "$out" "$runs" "$secs" "$load0" <<'PY'
 import json, statistics, sys, platform, os
 raw, out, runs, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+load0 = sys.argv[5].split()
 vals = {}
 for line in open(raw):
     k, v = line.split()
@@ -121,6 +123,8 @@ doc = {
     "io_seconds_per_run": secs,
     "kernel": platform.release(),
     "cpus": os.cpu_count(),
+    "machine": {"loadavg_start": load0,
+                "loadavg_end": open("/proc/loadavg").read().split()[:3]},
     "medians": med,
     "samples": vals,
     "ratios": {
