@@ -42,7 +42,7 @@ import json, os, platform, re, shutil, statistics, subprocess, sys, tempfile, th
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree for the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy import num, parse_kv, read, tasks  # noqa: E402  (shared with net.py)
+from proxy import git_out, num, parse_kv, read, tasks  # noqa: E402  (shared with net.py)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -277,8 +277,7 @@ def machine_info(root, qemu):
         if l.startswith("model name"):
             cpu = l.split(":", 1)[1].strip()
             break
-    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True,
-                                    text=True).stdout.strip()
+    git = lambda *a: git_out(root, *a)
     qv = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()
     fv = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
     return {"host": platform.node(), "kernel": platform.release(), "cpu": cpu,

@@ -9,6 +9,10 @@ Prints a table of medians and writes JSON under bench/results/.
 """
 import json, os, shutil, statistics, subprocess, sys, time, platform
 
+sys.dont_write_bytecode = True  # no __pycache__ in the tree for the import below
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxy import git_out  # noqa: E402
+
 def run_once(argv, env=None, timeout=60):
     t0 = time.monotonic_ns()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -69,8 +73,7 @@ def main():
               f"(target < 5 ms)")
     out = {"benchmark": "boot", "runs": n, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "host": platform.node(), "kernel": platform.release(),
-           "commit": subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                                    capture_output=True, text=True).stdout.strip(),
+           "commit": git_out(root, "rev-parse", "--short", "HEAD"),
            "machine": {"loadavg_start": load0,
                        "loadavg_end": open("/proc/loadavg").read().split()[:3]},
            "results": results, "first_line_speedup_vs_qemu": ratio}

@@ -12,7 +12,7 @@ import glob, json, os, platform, subprocess, sys, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy import read  # noqa: E402
+from proxy import git_out, read  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -31,8 +31,7 @@ def machine():
         if l.startswith("model name"):
             cpu = l.split(":", 1)[1].strip()
             break
-    git = lambda *a: subprocess.run(["git", "-C", HERE, *a], capture_output=True,
-                                    text=True).stdout.strip()
+    git = lambda *a: git_out(HERE, *a)
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
             "kernel": platform.release(), "loadavg_end": (read("/proc/loadavg") or "").split()[:3],
             "commit": git("rev-parse", "--short", "HEAD"),

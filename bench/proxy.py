@@ -262,14 +262,23 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def git_out(root, *args):
+    """`git -C root ARGS` output, or "" where git or the repository is missing
+    (a tarball, a machine without git): a benchmark never fails for it."""
+    try:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def machine_info(root, qemu):
     cpu = "?"
     for l in (read("/proc/cpuinfo") or "").splitlines():
         if l.startswith("model name"):
             cpu = l.split(":", 1)[1].strip()
             break
-    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True,
-                                    text=True).stdout.strip()
+    git = lambda *a: git_out(root, *a)
     qv = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()
     return {"host": platform.node(), "kernel": platform.release(), "cpu": cpu,
             "cpus": os.cpu_count(), "loadavg_start": (read("/proc/loadavg") or "").split()[:3],
