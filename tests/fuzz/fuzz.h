@@ -39,6 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		}                                                                                  \
 	} while (0)
 
+/* Call a warn_unused_result function whose outcome the target does not care about. */
+#define FUZZ_IGNORE(call)                                                                          \
+	do {                                                                                       \
+		long long ignored_ = (long long)(call);                                            \
+		(void)ignored_;                                                                    \
+	} while (0)
+
 /*
  * A small guest RAM for ring fuzzing, not backed by a memfd: FUZZ_RAM0
  * bytes at 0, a hole, FUZZ_RAM1 bytes at FUZZ_RAM1_GPA (so addresses can

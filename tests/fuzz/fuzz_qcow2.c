@@ -75,18 +75,18 @@ static int io(struct exec *e, void *arg)
 			break;
 		case 3:
 			if (!d->read_only)
-				(void)d->ops->discard(d, e, off, len);
+				FUZZ_IGNORE(d->ops->discard(d, e, off, len));
 			break;
 		case 4:
 			if (!d->read_only)
-				(void)d->ops->write_zeroes(d, e, off, len, seed & 2);
+				FUZZ_IGNORE(d->ops->write_zeroes(d, e, off, len, seed & 2));
 			break;
 		}
 	}
 	if (!d->read_only) {
-		(void)d->ops->flush(d, e);
+		FUZZ_IGNORE(d->ops->flush(d, e));
 		if (j->op[0] & 8)
-			(void)qcow2_grow(d, e, d->size + 65536);
+			FUZZ_IGNORE(qcow2_grow(d, e, d->size + 65536));
 	}
 	int r2 = qcow2_check(d, e, 0, &c2);
 	if (r1 == 0 && r2 == 0 && c1.corruptions == 0)
@@ -94,7 +94,7 @@ static int io(struct exec *e, void *arg)
 		           c2.first_error);
 	if (!d->read_only && (j->op[0] & 4)) {
 		struct qcow2_check c3;
-		(void)qcow2_check(d, e, QCOW2_REPAIR_LEAKS, &c3);
+		FUZZ_IGNORE(qcow2_check(d, e, QCOW2_REPAIR_LEAKS, &c3));
 		if (qcow2_check(d, e, QCOW2_REPAIR_LEAKS | QCOW2_REPAIR_ALL, &c3) == 0 &&
 		    qcow2_check(d, e, 0, &c3) == 0)
 			FUZZ_CHECK(c3.corruptions == 0 || c1.corruptions, "repair left corruptions: %s",
