@@ -427,8 +427,10 @@ static int client_flush(struct client *cl)
 		}
 		off += (size_t)n;
 	}
-	memmove(cl->out, cl->out + off, cl->out_len - off);
-	cl->out_len -= off;
+	if (off) { /* (out is still NULL for a client that was never answered) */
+		memmove(cl->out, cl->out + off, cl->out_len - off);
+		cl->out_len -= off;
+	}
 	return r;
 }
 

@@ -28,6 +28,11 @@ static struct vm_config cfg;
 static char sock_path[108];
 static char reply[1u << 20];
 
+static void teardown(void)
+{
+	control_destroy(vm.control); /* stops the thread and removes the socket file */
+}
+
 static void setup(void)
 {
 	snprintf(sock_path, sizeof(sock_path), "/tmp/ringvm-fuzz-control-%d.sock", (int)getpid());
@@ -44,6 +49,7 @@ static void setup(void)
 	vm.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	FUZZ_CHECK(vm.stop_fd >= 0, "eventfd");
 	FUZZ_CHECK(control_vm_create(&vm) == 0 && control_vm_start(&vm) == 0, "control socket");
+	atexit(teardown);
 }
 
 static void check_replies(char *buf, size_t len)
