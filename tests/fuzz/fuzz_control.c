@@ -85,7 +85,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (;;) {
 		struct pollfd p = {.fd = fd, .events = POLLIN | (wr_open ? POLLOUT : 0)};
 		int n = poll(&p, 1, 30000); /* generous: the machines are shared and loaded */
-		FUZZ_CHECK(n > 0, "the server stopped answering");
+		if (n < 0 && errno == EINTR)
+			continue; /* libFuzzer's -timeout alarm lands on this thread now and then */
+		FUZZ_CHECK(n > 0, "the server stopped answering (%s)", n < 0 ? strerror(errno) : "timeout");
 		if (wr_open && (p.revents & POLLOUT)) {
 			if (sent < size) {
 				ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
