@@ -6,6 +6,7 @@ NINJA      ?= ninja
 
 .PHONY: all build deps check check-asan demo bench clean format test-kernel
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-check
+.PHONY: bench-ci bench-report
 
 all: build
 
@@ -44,7 +45,7 @@ demo: build
 bench: build
 	bench/run-all $(BUILD)
 
-# Fuzzing (tests/fuzz/README.md): libFuzzer targets built by clang in their own dir.
+# Fuzzing (docs/fuzzing.md): libFuzzer targets built by clang in their own dir.
 FUZZ_TARGETS := $(shell sed -e 's/\#.*//' tests/fuzz/targets.list)
 SECS ?= 600
 FUZZ_SMOKE_SECS ?= 20
@@ -75,6 +76,15 @@ fuzz-check:
 	else \
 		echo "fuzz-smoke: skipped: clang with libFuzzer is not installed (make deps)"; \
 	fi
+
+# The short regression gate CI runs after `make check` (bench/ci.py, bench/baseline.json).
+bench-ci: build
+	python3 bench/ci.py $(BUILD)
+
+# SVG plots and a Markdown table from the latest `make bench` results (gnuplot).
+bench-report:
+	@tools/install-deps -q
+	python3 bench/report.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

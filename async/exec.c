@@ -201,6 +201,18 @@ int reap_and_submit(struct exec *ex, bool wait)
 		cancels_submit(ex);
 	if (wait && ex->inflight == 0)
 		return -EDEADLK;
+	if (!wait && io_uring_sq_ready(&ex->ring) && !ex->sq_deferred) {
+		/*
+		 * Tasks are runnable: SQEs queued in this pass wait one more pass
+		 * so they go in with the next pass's (typically the enter that
+		 * also waits) — e.g. a re-armed kick read and the request it led
+		 * to, one syscall instead of two. Never longer than one pass, so
+		 * a task that yields while waiting for its own I/O still gets it.
+		 */
+		ex->sq_deferred = true;
+		return 0;
+	}
+	ex->sq_deferred = false;
 	if (wait || io_uring_sq_ready(&ex->ring))
 		ex->enters++;
 	do {
@@ -239,6 +251,11 @@ static int loop_step(struct exec *ex, struct exec_task *until)
 	if (!ex->run_head && !ex->inflight)
 		return ex->ntasks ? -EDEADLK : 0; /* nothing left that could wake anyone */
 	return reap_and_submit(ex, ex->run_head == NULL);
+}
+
+bool exec_others_runnable(const struct exec *ex)
+{
+	return ex->batch || ex->run_head;
 }
 
 int exec_run(struct exec *ex)
@@ -380,6 +397,8 @@ int exec_task_cancel(struct exec *ex, struct exec_task *t)
 	case PARK_NONE:
 	case PARK_YIELD:
 		break; /* running or runnable: its next wait sees the flag */
+	case PARK_BATCH:
+		break; /* resumes when the batch has completed (exec.h) */
 	}
 	return 0;
 }

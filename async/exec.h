@@ -225,6 +225,27 @@ EXEC_WUR int exec_sleep(struct exec *ex, uint64_t ns);
  */
 EXEC_WUR int exec_cancel_fd(struct exec *ex, int fd);
 
+/*
+ * Queue a write of buf[0..len) to fd (e.g. an eventfd signal) without
+ * waiting for it: it goes to the kernel with the loop's next submit, which
+ * also waits for the next completion, so no syscall of its own. buf must
+ * stay valid until then (use static data); the result is not reported. For
+ * writes that cannot block and need no answer. From a task only. 0, or
+ * -EBUSY when no CQ/SQ room is at hand right now (write(2) instead),
+ * -EPERM outside a task.
+ */
+EXEC_WUR int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len);
+
+/* Hand every queued SQE (posted writes included) to the kernel now, instead
+ * of with the loop's next submit. 0 or -errno. */
+EXEC_WUR int exec_flush(struct exec *ex);
+
+/* Whether another task will run before the loop next waits for the kernel
+ * (one is runnable in this pass or the next). Lets a task batch its
+ * follow-up work (e.g. one interrupt for several completions) only when
+ * there is something to batch with. */
+bool exec_others_runnable(const struct exec *ex);
+
 /* ---- waiting for other tasks ---- */
 
 /* A FIFO of parked tasks (a condition-variable-like wake-up). Embed and init. */
@@ -257,6 +278,47 @@ struct exec_op {
 	int link_res;           /* the linked timeout's CQE result (-ETIME: it fired) */
 	unsigned short pending; /* CQEs still owed: op, linked timeout, cancel */
 };
+
+/* ---- batches: many operations, one park ----
+ * A task that has several independent operations to issue at once (a
+ * virtio queue's worth of requests, a scatter of metadata reads) adds them
+ * to a batch and parks once for all of them, instead of one park and one
+ * context switch per operation. Batches are for operations that complete on
+ * their own (file and block I/O, NOPs): they get no deadline, and cancelling
+ * the waiting task does not cut them short — exec_batch_wait still returns
+ * only once every one of them has completed, so buffers are never left with
+ * the kernel. Both structs live with the caller (no allocation); each
+ * exec_batch_op must stay put until exec_batch_wait returns.
+ */
+struct exec_batch_op {
+	int res;                  /* the operation's CQE result, set when it completes */
+	struct exec_batch *batch; /* private */
+};
+struct exec_batch {
+	struct exec_op op; /* private: the waiting task and the completions owed */
+	unsigned added;    /* operations added since init (whether or not they completed) */
+};
+void exec_batch_init(struct exec_batch *b);
+/*
+ * Queue one operation into b (submitted with the executor's next submit,
+ * which also flushes a full SQ). May park while the CQ is full. 0, or
+ * -errno with nothing queued for this call (-ECANCELED once the task is
+ * cancelled, -EPERM outside a task). Operations added earlier stay queued
+ * either way: the caller must still call exec_batch_wait.
+ */
+EXEC_WUR int exec_batch_nop(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o);
+EXEC_WUR int exec_batch_readv(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o,
+                              int fd, const struct iovec *iov, unsigned n, uint64_t off);
+EXEC_WUR int exec_batch_writev(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o,
+                               int fd, const struct iovec *iov, unsigned n, uint64_t off);
+/*
+ * Park until every operation added to b has completed (each result is in
+ * its exec_batch_op.res) and reset b for reuse. Returns how many operations
+ * completed (b->added), or -ECANCELED if the task was cancelled (the
+ * results are still valid), or -EPERM outside a task. Never parks for an
+ * empty batch.
+ */
+EXEC_WUR int exec_batch_wait(struct exec *ex, struct exec_batch *b);
 
 /*
  * An eventfd waited on with exactly one read armed at a time: the read is

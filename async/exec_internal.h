@@ -16,9 +16,13 @@ enum {
 	OP_TAG_MAIN = 0,
 	OP_TAG_TIMEOUT = 1, /* the linked timeout */
 	OP_TAG_CANCEL = 2,  /* an ASYNC_CANCEL aimed at the op */
+	OP_TAG_BATCH = 3,   /* user_data is a struct exec_batch_op */
 	OP_TAG_MASK = 3,
 };
-/* user_data 0: an internal fire-and-forget SQE; only inflight is owed. */
+/* user_data 0: an internal fire-and-forget SQE; only inflight is owed.
+ * UD_POSTED: a posted write with IOSQE_CQE_SKIP_SUCCESS, never counted in
+ * inflight; its CQE only comes when it failed. */
+#define UD_POSTED 1ull
 
 /* What a parked task waits for, so exec_task_cancel knows how to end it. */
 enum park {
@@ -29,6 +33,7 @@ enum park {
 	PARK_EVENTFD, /* park_obj: struct exec_eventfd */
 	PARK_JOIN,    /* park_obj: the task being joined */
 	PARK_YIELD,   /* queued on the run queue */
+	PARK_BATCH,   /* park_obj: struct exec_batch; ends only when it has completed */
 };
 
 struct exec_task {
@@ -78,6 +83,8 @@ struct exec {
 	unsigned spawn_seq;    /* picks each new task's stack colour */
 	uint8_t probe[256 / 8];
 	bool in_loop;
+	bool sq_deferred; /* SQEs were left for the next pass once already */
+	bool post_skip;   /* posted writes use IOSQE_CQE_SKIP_SUCCESS */
 };
 
 /* ring setup (exec_ring.c) */
@@ -152,6 +159,8 @@ static inline void op_complete(struct exec *ex, const struct io_uring_cqe *cqe)
 	struct exec_op *op;
 	struct exec_task *t;
 
+	if (__builtin_expect(ud == UD_POSTED, 0))
+		return; /* a posted write failed; nothing waits for it */
 	ex->inflight--;
 	if (!ud)
 		return;
@@ -164,6 +173,12 @@ static inline void op_complete(struct exec *ex, const struct io_uring_cqe *cqe)
 	case OP_TAG_TIMEOUT:
 		op->link_res = cqe->res;
 		break;
+	case OP_TAG_BATCH: {
+		struct exec_batch_op *o = (struct exec_batch_op *)op;
+		o->res = cqe->res;
+		op = &o->batch->op;
+		break;
+	}
 	default:
 		break; /* the cancel's own result does not matter: the op's does */
 	}

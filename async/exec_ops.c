@@ -427,3 +427,147 @@ int efd_cancel_await(struct exec *ex, struct exec_eventfd *e)
 	}
 	return 0;
 }
+
+/* ---- batches (exec.h): one park for many operations ---- */
+
+void exec_batch_init(struct exec_batch *b)
+{
+	memset(b, 0, sizeof(*b));
+}
+
+/* One SQE for o in b: the CQ slot is reserved, the SQE tagged so its CQE
+ * lands in o and counts down b. NULL with *err set when nothing is queued. */
+static inline __attribute__((always_inline)) struct io_uring_sqe *
+batch_sqe(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int *err)
+{
+	struct exec_task *t = ex->current;
+	struct io_uring_sq *sq = &ex->ring.sq;
+	struct io_uring_sqe *sqe;
+
+	if (__builtin_expect(t && !t->op_slow, 1) &&
+	    __builtin_expect(ex->inflight + ex->slots_promised < ex->max_inflight, 1) &&
+	    __builtin_expect(io_uring_sq_space_left(&ex->ring) != 0, 1)) {
+		/* The common case, as op_begin's: CQ and SQ room at hand. */
+		unsigned tail = sq->sqe_tail;
+		ex->inflight++;
+		sqe = &sq->sqes[tail & sq->ring_mask];
+		sq->sqe_tail = tail + 1;
+	} else {
+		if (!t) {
+			*err = -EPERM;
+			return NULL;
+		}
+		if (t->cancelled) {
+			*err = -ECANCELED;
+			return NULL;
+		}
+		if (!slots_fast(ex, 1) && (*err = slots_wait(ex, 1)))
+			return NULL;
+		if ((*err = sqes_take(ex, &sqe, 1))) {
+			slots_release(ex, 1);
+			slots_kick(ex);
+			return NULL;
+		}
+	}
+	o->res = 0;
+	o->batch = b;
+	b->op.pending++;
+	b->added++;
+	return sqe;
+}
+
+#define BATCH_OP(ex, b, o, prep)                                                                   \
+	do {                                                                                       \
+		int err_ = 0;                                                                      \
+		struct io_uring_sqe *sqe = batch_sqe((ex), (b), (o), &err_);                       \
+		if (!sqe)                                                                          \
+			return err_;                                                               \
+		prep;                                                                              \
+		io_uring_sqe_set_data64(sqe, op_ud((struct exec_op *)(o), OP_TAG_BATCH));          \
+		return 0;                                                                          \
+	} while (0)
+
+int exec_batch_nop(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o)
+{
+	BATCH_OP(ex, b, o, io_uring_prep_nop(sqe));
+}
+
+int exec_batch_readv(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int fd,
+                     const struct iovec *iov, unsigned n, uint64_t off)
+{
+	BATCH_OP(ex, b, o, (io_uring_prep_readv(sqe, fd, iov, n, off), sqe_fd(sqe, fd)));
+}
+
+int exec_batch_writev(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int fd,
+                      const struct iovec *iov, unsigned n, uint64_t off)
+{
+	BATCH_OP(ex, b, o, (io_uring_prep_writev(sqe, fd, iov, n, off), sqe_fd(sqe, fd)));
+}
+
+int exec_batch_wait(struct exec *ex, struct exec_batch *b)
+{
+	struct exec_task *t = ex->current;
+	int n;
+
+	if (!t)
+		return -EPERM;
+	/* Only the last completion wakes us; cancelling t does not (the
+	 * operations' buffers are the kernel's until then). */
+	while (b->op.pending) {
+		b->op.task = t;
+		task_park(ex, PARK_BATCH, b);
+	}
+	b->op.task = NULL;
+	n = (int)b->added;
+	b->added = 0;
+	return t->cancelled ? -ECANCELED : n;
+}
+
+int exec_post_write(struct exec *ex, int fd, const void *buf, unsigned len)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!ex->current)
+		return -EPERM;
+	if (ex->post_skip) {
+		/*
+		 * No CQE when it succeeds: otherwise its own completion would end
+		 * the loop's next wait at once and cost an extra enter. A failure's
+		 * CQE (rare: eventfd overflow) fits in the CQ's slack or the
+		 * kernel's overflow list, and is dropped when reaped.
+		 */
+		if (io_uring_sq_space_left(&ex->ring) == 0)
+			return -EBUSY;
+		if (sqes_take(ex, &sqe, 1))
+			return -EBUSY;
+		io_uring_prep_write(sqe, fd, buf, len, (uint64_t)-1);
+		sqe_fd(sqe, fd);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, UD_POSTED);
+		return 0;
+	}
+	if (!slots_fast(ex, 1))
+		return -EBUSY;
+	if (io_uring_sq_space_left(&ex->ring) == 0 || sqes_take(ex, &sqe, 1)) {
+		slots_release(ex, 1);
+		return -EBUSY;
+	}
+	/* Offset -1: the file position, the only valid one for a stream. */
+	io_uring_prep_write(sqe, fd, buf, len, (uint64_t)-1);
+	sqe_fd(sqe, fd);
+	io_uring_sqe_set_data64(sqe, 0); /* fire and forget: only inflight is owed */
+	return 0;
+}
+
+int exec_flush(struct exec *ex)
+{
+	int ret;
+
+	if (!io_uring_sq_ready(&ex->ring))
+		return 0;
+	ex->enters++;
+	do
+		ret = io_uring_submit(&ex->ring);
+	while (ret == -EINTR);
+	return ret < 0 ? ret : 0;
+}

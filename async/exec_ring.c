@@ -71,6 +71,8 @@ int ring_setup(struct exec *ex, const struct exec_params *p, bool disabled)
 			if (s->flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN))
 				ex->features |= EXEC_FEAT_CANCEL_ANY & ~no;
 			ex->max_inflight = prm.cq_entries;
+			/* Posted writes need no CQE when they succeed (5.17). */
+			ex->post_skip = (prm.features & IORING_FEAT_CQE_SKIP) != 0;
 			break;
 		}
 		if (ret != -EINVAL)
@@ -117,7 +119,11 @@ int exec_restrict(struct exec **out, const struct exec_params *p,
 	res[n].opcode = IORING_RESTRICTION_SQE_OP;
 	res[n++].sqe_op = IORING_OP_ASYNC_CANCEL;
 	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-	res[n++].sqe_flags = r->sqe_flags ? r->sqe_flags : IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+	res[n++].sqe_flags = r->sqe_flags ? r->sqe_flags
+	                                  : IOSQE_FIXED_FILE | IOSQE_IO_LINK |
+	                                        (ex->post_skip ? IOSQE_CQE_SKIP_SUCCESS : 0);
+	if (!(res[n - 1].sqe_flags & IOSQE_CQE_SKIP_SUCCESS))
+		ex->post_skip = false;
 	/* liburing 2.3's shared library lacks io_uring_register_restrictions(). */
 	ret = io_uring_register(ex->ring.ring_fd, IORING_REGISTER_RESTRICTIONS, res, n);
 	if (ret < 0)

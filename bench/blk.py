@@ -211,7 +211,8 @@ def run_fio(path, rw, qd, direct, secs):
     return {"iops": d["iops"], "clat_p50_us": pct["50.000000"] / 1e3,
             "clat_p99_us": pct["99.000000"] / 1e3, "lat_mean_us": d["lat_ns"]["mean"] / 1e3,
             "cpu_us_per_req": (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] * 1e3
-            / max(d["total_ios"], 1)}
+            / max(d["total_ios"], 1),
+            "pct_us": {f"{float(k):g}": v / 1e3 for k, v in pct.items()}}
 
 
 def run_harness(harness, path, rws, qds, secs):
@@ -223,7 +224,8 @@ def run_harness(harness, path, rws, qds, secs):
     except ValueError:
         rows = []
     out = {(r["rw"], r["qd"]): {"iops": r["iops"], "svc_p50_us": r["service_us"]["p50"],
-                                "svc_p99_us": r["service_us"]["p99"]} for r in rows}
+                                "svc_p99_us": r["service_us"]["p99"],
+                                "pct_us": r.get("service_pct_us", {})} for r in rows}
     if p.returncode != 0:
         out["error"] = p.stderr.strip()[-300:]
     return out
@@ -243,6 +245,18 @@ def spread(v):
 
 def ratio(a, b):
     return a / b if a is not None and b else None
+
+
+def summarize(rs):
+    """spread() of every number field of a list of result dicts; a dict field
+    (a percentile distribution) becomes its per-key median."""
+    out = {}
+    for f in rs[0]:
+        if isinstance(rs[0][f], dict):
+            out[f] = {k: med([r[f].get(k) for r in rs]) for k in rs[0][f]}
+        else:
+            out[f] = spread([r[f] for r in rs])
+    return out
 
 
 def f1(v, d=1):
@@ -456,8 +470,8 @@ def main():
         vm[k]["cpu_us_per_req_by_group"] = {
             g: med([r["cpu"]["cpu_ms"].get(g, 0) * 1000 / r["requests"] for r in rs])
             for g in groups}
-    fio = {k: {f: spread([r[f] for r in rs]) for f in rs[0]} for k, rs in raw["fio"].items()}
-    harn = {k: ({f: spread([r[f] for r in rs]) for f in rs[0]} if not k.endswith("error")
+    fio = {k: summarize(rs) for k, rs in raw["fio"].items()}
+    harn = {k: (summarize(rs) if not k.endswith("error")
                 else rs) for k, rs in raw["harness"].items()}
 
     M = lambda d, k, f: ((d.get(k) or {}).get(f) or {}).get("median")

@@ -43,6 +43,7 @@ def main():
     ringvm = os.path.join(build, "core", "ringvm")
     probe = os.path.join(build, "tests", "guest", "probe.elf")
     results = {}
+    load0 = open("/proc/loadavg").read().split()[:3]
     env = dict(os.environ, RINGVM_STARTUP_REPORT="1")
     rv = [run_once([ringvm, "run", "-m", "256", "-p", "probe=hello", probe], env) for _ in range(n)]
     results["ringvm"] = summarize(rv)
@@ -70,6 +71,8 @@ def main():
            "host": platform.node(), "kernel": platform.release(),
            "commit": subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip(),
+           "machine": {"loadavg_start": load0,
+                       "loadavg_end": open("/proc/loadavg").read().split()[:3]},
            "results": results, "first_line_speedup_vs_qemu": ratio}
     os.makedirs(os.path.join(root, "bench", "results"), exist_ok=True)
     path = os.path.join(root, "bench", "results", f"boot-{time.strftime('%Y%m%d-%H%M%S')}.json")

@@ -238,6 +238,11 @@ static int add_device(struct vm_config *cfg, const struct registry_entry *e, con
 		fprintf(stderr, "ringvm run: --%s: at most %d devices\n", e->option, VM_MAX_DEVICES);
 		return 2;
 	}
+	for (unsigned i = 0; e->single && i < cfg->ndevs; i++)
+		if (cfg->devs[i].entry == e) {
+			fprintf(stderr, "ringvm run: --%s: at most one such device\n", e->option);
+			return 2;
+		}
 	if (e->default_on) {
 		/* --rng after --no-rng turns it back on; given twice, it stays one device. */
 		for (size_t i = 0; registry_at(i); i++)
@@ -531,6 +536,7 @@ static int load_config(struct vm_config *cfg, const char *file, struct config_ar
 			rerr ? strerror(rerr) : "larger than 1 MiB");
 		return 2;
 	}
+	text[n] = '\0'; /* the strspn past the object below must stop at the end of the file */
 	struct json_tokener *tok = json_tokener_new();
 	if (!tok) {
 		free(text);

@@ -427,7 +427,7 @@ static int client_flush(struct client *cl)
 		}
 		off += (size_t)n;
 	}
-	if (off) { /* (out is still NULL for a client that was never answered) */
+	if (off) { /* (out may still be NULL when nothing was ever queued) */
 		memmove(cl->out, cl->out + off, cl->out_len - off);
 		cl->out_len -= off;
 	}

@@ -135,6 +135,7 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 		.n_keep_fds = nkeep,
 		.max_file_size = d->entry->max_file_size,
 		.max_procs = d->entry->max_procs,
+		.max_fds = d->entry->max_fds,
 		.rules = rules,
 		.n_rules = nrules,
 		.pre_seccomp = devproc_pre_seccomp,
@@ -153,6 +154,8 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 	d->has_proxy = true;
 	r = proxy_init(&d->proxy, vm, &m->routes, d->entry->option, slot, bus[0], ctl[0], &child,
 		       mmio_next);
+	d->proxy.dev_vmctl = d->entry->vmctl;
+	d->proxy.dev_state = d->state;
 	return r;
 err:
 	for (int i = 0; i < 2; i++) {

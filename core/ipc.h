@@ -7,7 +7,8 @@
  *  - the VM-control socket (device → main requests, main → device replies):
  *    the only VM-global changes a device may ask for — an MSI route for one of
  *    its vectors (with the irqfd) and an ioeventfd for one of its notify
- *    addresses (with the eventfd).
+ *    addresses (with the eventfd) — plus device-specific requests the
+ *    device's registry entry serves in the main process (vsock connects).
  * Every message is one fixed-size struct; sizes are _Static_asserted so both
  * sides agree byte for byte. Every received message is validated (size, op,
  * fd count) before use: the other side may be compromised.
@@ -165,6 +166,8 @@ static inline uint64_t ipc_metrics_percentile(const struct ipc_metrics *m, doubl
 enum ipc_ctl_op {
 	IPC_CTL_MSI_ROUTE = 1, /* route vector → (addr, data); fd[0] = irqfd on first use of a vector */
 	IPC_CTL_IOEVENTFD,     /* notify address (bar, off) → eventfd fd[0]; zero-length MMIO match */
+	IPC_CTL_VSOCK_CONNECT, /* vsock: connect to the host's <uds>_<port>; reply carries the
+	                          connected socket (fd[0]) when result is 0 */
 };
 
 struct ipc_ctl_req {
@@ -178,7 +181,7 @@ struct ipc_ctl_req {
 	uint8_t assign;   /* IOEVENTFD: 1 assign, 0 deassign */
 	uint16_t pad;
 	uint32_t off;     /* IOEVENTFD: offset in the BAR */
-	uint32_t pad2;
+	uint32_t port;    /* VSOCK_CONNECT: the host port (the device names a port, never a path) */
 };
 _Static_assert(sizeof(struct ipc_ctl_req) == 40, "ipc_ctl_req layout");
 

@@ -403,7 +403,7 @@ int proxy_handle_ctl(struct proxy *p)
 	int r = ipc_recv(p->ctl_sock, &q, sizeof(q), fds, 1, &nfds);
 	if (r < 0)
 		return r;
-	int fd = nfds ? fds[0] : -1;
+	int fd = nfds ? fds[0] : -1, out_fd = -1;
 	switch (q.op) {
 	case IPC_CTL_MSI_ROUTE:
 		r = ctl_msi(p, &q, fd);
@@ -416,12 +416,19 @@ int proxy_handle_ctl(struct proxy *p)
 		break;
 	default:
 		if (fd >= 0)
-			close(fd);
+			close(fd); /* no device-specific request carries a descriptor in */
+		if (p->dev_vmctl) {
+			r = p->dev_vmctl(p->dev_state, &q, &out_fd);
+			break;
+		}
 		log_warn("device %s: unknown VM-control request %u", p->name, q.op);
 		r = -EOPNOTSUPP;
 	}
 	struct ipc_ctl_resp resp = {.op = q.op, .seq = q.seq, .result = r};
-	return ipc_send(p->ctl_sock, &resp, sizeof(resp), NULL, 0);
+	r = ipc_send(p->ctl_sock, &resp, sizeof(resp), &out_fd, r == 0 && out_fd >= 0 ? 1 : 0);
+	if (out_fd >= 0)
+		close(out_fd); /* the device has its own copy now */
+	return r;
 }
 
 /* ---- shutdown ---- */

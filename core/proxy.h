@@ -72,6 +72,14 @@ struct proxy {
 		bool registered; /* currently known to KVM at bars[bar].mapped_at + off */
 	} ioev[PROXY_MAX_IOEVENTFDS];
 	unsigned nioev;
+	/*
+	 * Device-specific VM-control requests (any op but MSI_ROUTE and
+	 * IOEVENTFD), served on the vmctl thread: the device's registry hook
+	 * and its main-process state, set before the vmctl thread starts.
+	 * NULL: refused with -EOPNOTSUPP.
+	 */
+	int (*dev_vmctl)(void *state, const struct ipc_ctl_req *req, int *fd_out);
+	void *dev_state;
 };
 
 /*

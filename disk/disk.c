@@ -85,7 +85,16 @@ int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct dis
 	if (chain->depth > DISK_MAX_CHAIN)
 		return fail(err, errlen, -EMLINK, p->path, "backing chain is too deep");
 
-	int flags = (p->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
+	/*
+	 * A backing file name comes from the (untrusted) image: never open
+	 * what is not an image. Opening a FIFO would block forever and a
+	 * character device may act on open (a watchdog arms itself). The stat
+	 * refuses them without opening; O_NONBLOCK covers a swap between the
+	 * stat and the open, and is cleared once the type is checked.
+	 */
+	if (stat(p->path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return fail(err, errlen, -EINVAL, p->path, "not a regular file or block device");
+	int flags = (p->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
 	if (p->direct)
 		flags |= O_DIRECT;
 	d->fd = open(p->path, flags);
@@ -126,6 +135,12 @@ int disk_open_chain(struct disk *d, const struct disk_open_params *p, struct dis
 	if (r < 0) {
 		fail(err, errlen, r, p->path,
 		     r == -EINVAL ? "not a regular file or block device" : NULL);
+		goto err;
+	}
+	/* io_uring would return EAGAIN on a file left O_NONBLOCK instead of waiting. */
+	int fl = fcntl(d->fd, F_GETFL);
+	if (fl < 0 || fcntl(d->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		r = fail(err, errlen, -errno, p->path, NULL);
 		goto err;
 	}
 	/* Detect the format from the first bytes (a short image is raw). */

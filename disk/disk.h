@@ -106,7 +106,8 @@ struct disk_chain {
  *              asked for on a file that starts with the qcow2 magic
  *  -EINVAL     not a regular file or block device, or empty; a malformed
  *              qcow2 image (the field is named in err)
- *  -EUCLEAN    a dirty qcow2 image (lazy refcounts) opened read-write
+ *  -EUCLEAN    a dirty qcow2 image (lazy refcounts) opened read-write whose
+ *              refcounts could not be rebuilt (a rebuildable one is repaired)
  *  -ELOOP      a backing chain that refers back to itself; -EMLINK: deeper
  *              than DISK_MAX_CHAIN
  *  other       what open/fstat/flock/pread said (-ENOENT, -EACCES, ...)

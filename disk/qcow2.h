@@ -25,9 +25,12 @@ struct disk_chain;
  * pread (main process), opens the backing chain through disk_open_chain.
  * d->fd/path/read_only are set; on success d->ops/priv/size/backing are.
  * Errors (one line in err): -EINVAL malformed, -ENOTSUP unsupported feature
- * (naming it), -EUCLEAN dirty image opened read-write, -ELOOP/-EMLINK
- * backing loops/too deep, -ENOENT missing backing file, -EIO short reads.
- * The corrupt bit opens the image read-only (d->read_only set).
+ * (naming it), -EUCLEAN dirty image whose refcounts could not be rebuilt,
+ * -ELOOP/-EMLINK backing loops/too deep, -ENOENT missing backing file, -EIO
+ * short reads. The corrupt bit opens the image read-only (d->read_only set).
+ * A dirty image (lazy refcounts, not closed cleanly) opened read-write has
+ * its refcounts rebuilt (check -r all on a private executor) and its dirty
+ * bit cleared before this returns; read-only opens leave it as it is.
  */
 int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_chain *chain,
                char *err, size_t errlen) __attribute__((warn_unused_result));
@@ -36,8 +39,13 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 int qcow2_grow(struct disk *d, struct exec *ex, uint64_t new_size)
     __attribute__((warn_unused_result));
 
-/* Shrink to new_size, freeing every cluster past it. From a task. */
-int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size)
+/*
+ * Shrink to new_size over unallocated space only: -ENOTEMPTY (and the guest
+ * offset of the first allocated cluster in *busy) if data or a compressed
+ * cluster lies past it. Zero clusters past it are freed, L2 tables wholly
+ * past it too, and the L1 table shrinks (its freed clusters go). From a task.
+ */
+int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size, uint64_t *busy)
     __attribute__((warn_unused_result));
 
 /* Cache counters (tests, benchmarks). */
@@ -52,6 +60,10 @@ unsigned qcow2_l2_cache_tables(const struct disk *d);
 
 /* Test hook: the n-th write step from now (1 = the next) fails with err. 0 disarms. */
 void qcow2_fail_write(struct disk *d, uint64_t n, int err);
+
+/* Test hook: while hold is set, in-place data writes park after looking up
+ * their cluster (so a test can interleave a discard with one in flight). */
+void qcow2_hold_writes(struct disk *d, struct exec *ex, bool hold);
 
 /* Header facts for info. */
 struct qcow2_info {
@@ -75,11 +87,18 @@ struct qcow2_check {
 	uint64_t corruptions, leaks, fixed_leaks, fixed_corruptions;
 	uint64_t allocated, total, fragmented, compressed;
 	uint64_t image_end;
+	uint64_t unfixable; /* corruptions repair cannot fix (bad entries, refs past EOF) */
 	char first_error[200];
 };
 enum { QCOW2_REPAIR_LEAKS = 1, QCOW2_REPAIR_ALL = 2 };
 /* Walks every table from a task. 0 when the check completed (see counts), -errno if not. */
 int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_check *out)
+    __attribute__((warn_unused_result));
+/* The same, calling progress(arg, done, total) as the walk advances (tables
+ * walked of all there are; done == total at the end). */
+typedef void qcow2_progress_fn(void *arg, uint64_t done, uint64_t total);
+int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
+                         struct qcow2_check *out, qcow2_progress_fn *progress, void *arg)
     __attribute__((warn_unused_result));
 
 /* Options of qcow2_create. */
@@ -89,6 +108,7 @@ struct qcow2_create_opts {
 	unsigned version;      /* 2 or 3 (0: 3) */
 	unsigned refcount_order; /* 0: 4 */
 	bool lazy_refcounts;
+	bool zstd;               /* compression_type=zstd (version 3 only) */
 	const char *backing;     /* as stored in the header (may be relative) */
 	const char *backing_fmt; /* "raw" / "qcow2" / NULL */
 };

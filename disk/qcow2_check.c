@@ -23,11 +23,20 @@ struct walk {
 	uint64_t n;    /* clusters in the file */
 };
 
-static void corrupt(struct walk *w, const char *fmt, unsigned long long a, unsigned long long b)
+/* A corruption; fixable ones are what check -r all repairs (refcounts). */
+static void corrupt_as(struct walk *w, bool fixable, const char *fmt, unsigned long long a,
+                       unsigned long long b)
 {
 	w->out->corruptions++;
+	if (!fixable)
+		w->out->unfixable++;
 	if (!w->out->first_error[0])
 		snprintf(w->out->first_error, sizeof(w->out->first_error), fmt, a, b);
+}
+
+static void corrupt(struct walk *w, const char *fmt, unsigned long long a, unsigned long long b)
+{
+	corrupt_as(w, false, fmt, a, b);
 }
 
 /* Count one reference to [off, off + len); meta: the range holds metadata. */
@@ -43,6 +52,7 @@ static void count(struct walk *w, uint64_t off, uint64_t len, const char *what, 
 				         "%s at offset %#llx is past the end of the file", what,
 				         (unsigned long long)(c << w->q->cluster_bits));
 			w->out->corruptions++;
+			w->out->unfixable++;
 			return;
 		}
 		if (w->ref[c] && (meta || w->meta[c])) {
@@ -50,6 +60,7 @@ static void count(struct walk *w, uint64_t off, uint64_t len, const char *what, 
 			 * land inside a table, so the repair writes nothing at all. */
 			w->overlap = true;
 			w->out->corruptions++;
+			w->out->unfixable++;
 			if (!w->out->first_error[0])
 				snprintf(w->out->first_error, sizeof(w->out->first_error),
 				         "cluster %llu holds metadata and is also used as %s",
@@ -100,7 +111,7 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 		prev = h;
 		uint64_t rc;
 		if (qc_refcount(q, ex, h >> q->cluster_bits, &rc) == 0 && (rc == 1) != !!(e & QC_COPIED))
-			corrupt(w, "copied flag wrong on data cluster %#llx (refcount %llu)",
+			corrupt_as(w, true, "copied flag wrong on data cluster %#llx (refcount %llu)",
 			        (unsigned long long)h, (unsigned long long)rc);
 	}
 	qc_cache_put(ex, &q->l2c, t);
@@ -108,6 +119,12 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 }
 
 int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_check *out)
+{
+	return qcow2_check_progress(d, ex, repair, out, NULL, NULL);
+}
+
+int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
+                         struct qcow2_check *out, qcow2_progress_fn *progress, void *parg)
 {
 	struct qcow2 *q = qc_of(d);
 	memset(out, 0, sizeof(*out));
@@ -132,6 +149,7 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	count(&w, q->l1_off, (uint64_t)q->l1_size * 8, "L1 table", true);
 	count(&w, q->rt_off, (uint64_t)q->rt_clusters * q->cs, "refcount table", true);
 	int r = 0;
+	uint64_t steps = q->l1_size + q->rt_entries, done = 0;
 	for (uint64_t b = 0; b < q->rt_entries; b++) {
 		uint64_t off = qc_get64(q->rt, b);
 		if (!off)
@@ -145,6 +163,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	}
 	for (uint64_t i = 0; i < q->l1_size; i++) {
 		uint64_t e = qc_get64(q->l1, i), off = e & QC_OFF_MASK;
+		if (progress)
+			progress(parg, done++, steps);
 		if (!e)
 			continue;
 		if ((e & QC_L1_RESERVED) || (off & (q->cs - 1))) {
@@ -165,6 +185,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 	uint64_t epb = 1ULL << q->rb_bits;
 	for (uint64_t b = 0; b < q->rt_entries; b++) {
 		uint64_t off = qc_get64(q->rt, b);
+		if (progress)
+			progress(parg, done++, steps);
 		if (!off || (off & (QC_RT_RESERVED | (q->cs - 1))) || off + q->cs > q->file_end)
 			continue;
 		for (uint64_t c = b * epb; c < (b + 1) * epb; c++) {
@@ -178,7 +200,7 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 			if (leak)
 				out->leaks++;
 			else
-				corrupt(&w, "cluster %llu: refcount %llu below its references",
+				corrupt_as(&w, true, "cluster %llu: refcount %llu below its references",
 				        (unsigned long long)c, (unsigned long long)rc);
 			if (!w.overlap &&
 			    ((repair & QCOW2_REPAIR_ALL) || (leak && (repair & QCOW2_REPAIR_LEAKS)))) {
@@ -202,6 +224,8 @@ int qcow2_check(struct disk *d, struct exec *ex, unsigned repair, struct qcow2_c
 			        (unsigned long long)c, 0);
 	}
 	r = 0;
+	if (progress)
+		progress(parg, steps, steps);
 	if (out->fixed_leaks || out->fixed_corruptions) {
 		/* What remains after the repair (copied flags follow the new refcounts). */
 		struct qcow2_check again;

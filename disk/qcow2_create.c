@@ -63,6 +63,10 @@ int qcow2_create(int fd, const struct qcow2_create_opts *o, char *err, size_t er
 		                               : "refcount_bits must be a power of two up to 64");
 		return -EINVAL;
 	}
+	if (ver == 2 && o->zstd) {
+		snprintf(err, errlen, "compression_type=zstd needs compat=1.1");
+		return -EINVAL;
+	}
 	if (ver == 2 && o->lazy_refcounts) {
 		snprintf(err, errlen, "lazy_refcounts=on needs compat=1.1");
 		return -EINVAL;
@@ -110,6 +114,10 @@ int qcow2_create(int fd, const struct qcow2_create_opts *o, char *err, size_t er
 		put64(h + 80, o->lazy_refcounts ? QC_COMPAT_LAZY : 0);
 		put32(h + 96, ro);
 		put32(h + 100, 112);
+		if (o->zstd) {
+			put64(h + 72, QC_INCOMPAT_COMPRESS);
+			h[104] = 1;
+		}
 		pos = 112;
 	}
 	if (o->backing_fmt) {

@@ -9,6 +9,8 @@
 #include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
 
 #include "async/exec.h"
 #include "disk/disk.h"
@@ -76,6 +78,13 @@ struct qc_lock {
 	struct qc_lock *next;
 };
 
+/* An in-place data write in flight to host cluster `host` (write_seg): the
+ * cluster must not be freed (and so reallocated) until the write is done. */
+struct qc_inflight {
+	uint64_t host;
+	struct qc_inflight *prev, *next;
+};
+
 struct qcow2 {
 	int fd;             /* what operations pass to the ring (disk->io_fd) */
 	uint32_t version;
@@ -100,6 +109,8 @@ struct qcow2 {
 	uint32_t nb_snapshots;
 	bool read_only;
 	bool has_backing;
+	bool no_zero_range; /* the file system refused FALLOC_FL_ZERO_RANGE */
+	bool no_zero_fill;  /* ... and punch hole / allocate too: bounce buffers */
 	char backing_name[1024]; /* as stored in the header */
 	char backing_fmt[64];    /* from the extension, or "" */
 	uint64_t file_end;  /* bytes: the file is at least this long */
@@ -109,6 +120,11 @@ struct qcow2 {
 	struct qc_cache l2c, rbc;
 	struct qc_lock *locks;
 	struct exec_sem alloc_lock;
+	struct qc_inflight *inflight; /* in-place data writes in flight */
+	unsigned drain_waiters;       /* tasks waiting in release() for one to finish */
+	struct exec_waitq drained;
+	bool hold_inplace;            /* test hook: park in-place writes until released */
+	struct exec_waitq held;
 	/* test hook: the fail_at-th write step from now fails with fail_err */
 	uint64_t writes, fail_at;
 	int fail_err;
@@ -137,6 +153,10 @@ int qc_pwrite(struct qcow2 *q, struct exec *ex, const void *buf, size_t len,
               uint64_t off) QCOW2_WUR;
 int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,
                uint64_t off) QCOW2_WUR;
+/* Make [off, off+len) of a newly allocated cluster read as zeros without
+ * writing them (fallocate: ZERO_RANGE, or punch hole + allocate where the
+ * file system lacks it); the file grows to cover it. A write step. */
+int qc_zero(struct qcow2 *q, struct exec *ex, uint64_t off, uint64_t len) QCOW2_WUR;
 /* Write the metadata unit of table tbl (at host off) holding byte pos. */
 int qc_persist(struct qcow2 *q, struct exec *ex, const void *tbl, uint64_t off,
                uint64_t pos) QCOW2_WUR;
@@ -149,6 +169,9 @@ void qc_cache_free(struct qc_cache *c);
 int qc_cache_get(struct qcow2 *q, struct exec *ex, struct qc_cache *c, uint64_t off, bool load,
                  struct qc_ent **out) QCOW2_WUR;
 void qc_cache_put(struct exec *ex, struct qc_cache *c, struct qc_ent *e);
+/* The loaded table at off if cached (counted as a hit), else NULL: for a
+ * lookup that reads it at once, without yielding (no pin needed). */
+const uint8_t *qc_cache_peek(struct qc_cache *c, uint64_t off);
 /* Drop the table at off if cached and unpinned (it was freed). */
 void qc_cache_forget(struct qc_cache *c, uint64_t off);
 bool qc_cache_has(const struct qc_cache *c, uint64_t off);
@@ -173,11 +196,103 @@ bool qc_overlaps_meta(const struct qcow2 *q, uint64_t off, uint64_t len);
 int qc_write_header_field(struct qcow2 *q, struct exec *ex, uint64_t pos, const void *val,
                           size_t len) QCOW2_WUR;
 
+/* ---- iovec helpers ---- */
+static inline size_t qc_iov_total(const struct iovec *iov, unsigned n)
+{
+	size_t t = 0;
+	for (unsigned i = 0; i < n; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/* dst = the bytes [skip, skip+len) of src; returns the count. dst holds n entries. */
+static inline unsigned qc_iov_slice(const struct iovec *src, unsigned n, size_t skip, size_t len,
+                          struct iovec *dst)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < n && len; i++) {
+		size_t l = src[i].iov_len;
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		size_t take = l - skip < len ? l - skip : len;
+		dst[k++] = (struct iovec){(char *)src[i].iov_base + skip, take};
+		len -= take;
+		skip = 0;
+	}
+	return k;
+}
+
+static inline void qc_iov_zero(const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+static inline void qc_iov_to_buf(const struct iovec *iov, unsigned n, uint8_t *buf)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(buf, iov[i].iov_base, iov[i].iov_len);
+		buf += iov[i].iov_len;
+	}
+}
+
+static inline void qc_buf_to_iov(const uint8_t *buf, const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(iov[i].iov_base, buf, iov[i].iov_len);
+		buf += iov[i].iov_len;
+	}
+}
+
+#define QC_SMALL_IOV 18 /* per-request iovec slices on the stack up to this many */
+
 /* ---- mapping (qcow2_io.c) ---- */
 /* The L2 entry of guest cluster g (0 if its L2 table is absent). */
 int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out) QCOW2_WUR;
+/* The L2 table offset of L1 index l1i (0: none; -EIO: a hostile entry). */
+int qc_l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off) QCOW2_WUR;
+/* Pin the L2 table of l1 index l1i, allocating it if absent (L2, then L1). */
+int qc_l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out) QCOW2_WUR;
+/* Point guest cluster g at ne in its pinned table t, persist it, and (free_old)
+ * release what the old entry held. */
+int qc_set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
+                 bool free_old) QCOW2_WUR;
+/* Deallocate guest cluster g (its entry becomes 0, its clusters freed). */
+int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g) QCOW2_WUR;
+/* Decompress the cluster of compressed entry e into out (one cluster). */
+int qc_decompress(struct qcow2 *q, struct exec *ex, uint64_t e, uint8_t *out) QCOW2_WUR;
 /* Compressed entry → host byte offset and the sector-rounded span. */
 void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64_t *len);
+
+/* What an L2 entry maps to. */
+static inline enum qcow2_kind qc_kind(const struct qcow2 *q, uint64_t e)
+{
+	if (e & QC_COMPRESSED)
+		return QCOW2_COMPRESSED;
+	if (q->version >= 3 && (e & QC_ZERO))
+		return QCOW2_ZERO;
+	return (e & QC_OFF_MASK) ? QCOW2_NORMAL : QCOW2_UNALLOC;
+}
+
+/* A standard entry's host cluster, checked: 0 if none, -EIO if hostile. */
+static inline int64_t qc_host(const struct qcow2 *q, uint64_t e)
+{
+	if (e & QC_L2_RESERVED || (q->version < 3 && (e & QC_ZERO)))
+		return -EIO;
+	uint64_t h = e & QC_OFF_MASK;
+	if (h & (q->cs - 1))
+		return -EIO;
+	return (int64_t)h;
+}
+
+/* ---- reads (qcow2_read.c) ---- */
+/* Read [in, in+len) of guest cluster g, whose entry is e, into iov (n). */
+int qc_read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_t in,
+                struct iovec *iov, unsigned n, uint64_t len) QCOW2_WUR;
+int64_t qc_readv(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
+                 uint64_t off) QCOW2_WUR;
 
 /* ---- open (qcow2_open.c) ---- */
 void qc_destroy(struct qcow2 *q);

@@ -1,76 +1,23 @@
 /*
- * qcow2 guest I/O (disk_qcow2_ops): cluster-by-cluster mapping through the
- * L1 table and the L2 cache, reads from data clusters, the backing chain,
- * zero clusters or decompressed ones; writes in place when the cluster is
- * ours alone, else into a newly allocated cluster (copy-on-write of the old
- * contents), one allocation per guest cluster however many requests race
- * for it (per-cluster locks). Order of a new mapping: refcount, data, L2,
- * then L1 — each write completed before the next is issued.
+ * qcow2 guest I/O (disk_qcow2_ops; reads are in qcow2_read.c): mapping
+ * through the L1 table and the L2 cache; writes in place when the cluster
+ * is ours alone, else into a newly allocated cluster (copy-on-write of the
+ * old contents, or a fallocate-zeroed cluster when they read as zeros), one
+ * allocation per guest cluster however many requests race for it
+ * (per-cluster locks); discard and write-zeroes. Order of a new mapping:
+ * refcount, data, L2, then L1 — each write completed before the next.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "disk/qcow2_int.h"
 
 #define L1_LOCK (1ULL << 63) /* lock keys: guest cluster, or this | L1 index */
 
-/* ---- iovec helpers ---- */
-
-static size_t iov_total(const struct iovec *iov, unsigned n)
-{
-	size_t t = 0;
-	for (unsigned i = 0; i < n; i++)
-		t += iov[i].iov_len;
-	return t;
-}
-
-/* dst = the bytes [skip, skip+len) of src; returns the count. dst holds n entries. */
-static unsigned iov_slice(const struct iovec *src, unsigned n, size_t skip, size_t len,
-                          struct iovec *dst)
-{
-	unsigned k = 0;
-	for (unsigned i = 0; i < n && len; i++) {
-		size_t l = src[i].iov_len;
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t take = l - skip < len ? l - skip : len;
-		dst[k++] = (struct iovec){(char *)src[i].iov_base + skip, take};
-		len -= take;
-		skip = 0;
-	}
-	return k;
-}
-
-static void iov_zero(const struct iovec *iov, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		memset(iov[i].iov_base, 0, iov[i].iov_len);
-}
-
-static void iov_to_buf(const struct iovec *iov, unsigned n, uint8_t *buf)
-{
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(buf, iov[i].iov_base, iov[i].iov_len);
-		buf += iov[i].iov_len;
-	}
-}
-
-static void buf_to_iov(const uint8_t *buf, const struct iovec *iov, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(iov[i].iov_base, buf, iov[i].iov_len);
-		buf += iov[i].iov_len;
-	}
-}
-
 /* ---- mapping ---- */
 
-static int l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off)
+int qc_l1_table(struct qcow2 *q, uint64_t l1i, uint64_t *l2off)
 {
 	*l2off = 0;
 	if (l1i >= q->l1_size)
@@ -89,9 +36,14 @@ int qc_l2_entry(struct qcow2 *q, struct exec *ex, uint64_t g, uint64_t *out)
 	uint64_t l2off;
 	struct qc_ent *t;
 	*out = 0;
-	int r = l1_table(q, g >> q->l2_bits, &l2off);
+	int r = qc_l1_table(q, g >> q->l2_bits, &l2off);
 	if (r < 0 || !l2off)
 		return r;
+	const uint8_t *buf = qc_cache_peek(&q->l2c, l2off); /* the common case: a hit */
+	if (buf) {
+		*out = qc_get64(buf, g & ((1ULL << q->l2_bits) - 1));
+		return 0;
+	}
 	r = qc_cache_get(q, ex, &q->l2c, l2off, true, &t);
 	if (r < 0)
 		return r;
@@ -109,26 +61,6 @@ void qc_compressed_span(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64
 	*len = nsect * 512;
 }
 
-static enum qcow2_kind kind_of(const struct qcow2 *q, uint64_t e)
-{
-	if (e & QC_COMPRESSED)
-		return QCOW2_COMPRESSED;
-	if (q->version >= 3 && (e & QC_ZERO))
-		return QCOW2_ZERO;
-	return (e & QC_OFF_MASK) ? QCOW2_NORMAL : QCOW2_UNALLOC;
-}
-
-/* A standard entry's host cluster, checked: 0 if none, -EIO if hostile. */
-static int64_t host_of(const struct qcow2 *q, uint64_t e)
-{
-	if (e & QC_L2_RESERVED || (q->version < 3 && (e & QC_ZERO)))
-		return -EIO;
-	uint64_t h = e & QC_OFF_MASK;
-	if (h & (q->cs - 1))
-		return -EIO;
-	return (int64_t)h;
-}
-
 int qcow2_map_cluster(struct disk *d, struct exec *ex, uint64_t g, enum qcow2_kind *kind,
                       uint64_t *host)
 {
@@ -137,200 +69,23 @@ int qcow2_map_cluster(struct disk *d, struct exec *ex, uint64_t g, enum qcow2_ki
 	int r = qc_l2_entry(q, ex, g, &e);
 	if (r < 0)
 		return r;
-	*kind = kind_of(q, e);
+	*kind = qc_kind(q, e);
 	*host = *kind == QCOW2_COMPRESSED ? 0 : e & QC_OFF_MASK;
 	return 0;
-}
-
-/* ---- reads ---- */
-
-static int decompress(struct qcow2 *q, struct exec *ex, uint64_t e, uint8_t *out)
-{
-	uint64_t off, len;
-	qc_compressed_span(q, e, &off, &len);
-	unsigned x = 62 - (q->cluster_bits - 8);
-	uint64_t skip = (e & ((1ULL << x) - 1)) - off;
-	if (len > 2 * q->cs + 512 || off + len < off)
-		return -EIO;
-	uint8_t *in = qc_alloc_buf(len);
-	if (!in)
-		return -ENOMEM;
-	int r = qc_pread(q, ex, in, len, off);
-	if (r < 0)
-		goto out;
-	r = -EIO;
-	if (q->comp_type == 0) {
-		z_stream z = {0};
-		if (inflateInit2(&z, -15) != Z_OK)
-			goto out;
-		z.next_in = in + skip;
-		z.avail_in = (uInt)(len - skip);
-		z.next_out = out;
-		z.avail_out = (uInt)q->cs;
-		int zr = inflate(&z, Z_FINISH);
-		if ((zr == Z_STREAM_END || zr == Z_BUF_ERROR || zr == Z_OK) && z.avail_out == 0)
-			r = 0;
-		inflateEnd(&z);
-	} else {
-		ZSTD_DCtx *z = ZSTD_createDCtx();
-		if (!z)
-			goto out;
-		ZSTD_inBuffer ib = {in + skip, len - skip, 0};
-		ZSTD_outBuffer ob = {out, q->cs, 0};
-		while (ob.pos < ob.size) {
-			size_t zr = ZSTD_decompressStream(z, &ob, &ib);
-			if (ZSTD_isError(zr) || (zr && ib.pos == ib.size && ob.pos < ob.size) || !zr)
-				break;
-		}
-		if (ob.pos == ob.size)
-			r = 0;
-		ZSTD_freeDCtx(z);
-	}
-out:
-	free(in);
-	return r;
-}
-
-static int read_backing(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
-                        uint64_t goff, uint64_t len)
-{
-	struct disk *b = d->backing;
-	uint64_t bsize = b->ops->size(b), in = goff < bsize ? bsize - goff : 0;
-	if (in > len)
-		in = len;
-	struct iovec tmp[n + 1];
-	if (in) {
-		unsigned k = iov_slice(iov, n, 0, in, tmp);
-		int64_t r = b->ops->readv(b, ex, tmp, k, goff);
-		if (r < 0)
-			return (int)r;
-	}
-	if (in < len)
-		iov_zero(tmp, iov_slice(iov, n, in, len - in, tmp));
-	return 0;
-}
-
-static int preadv_host(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,
-                       uint64_t off)
-{
-	unsigned i = 0, spins = 0;
-	while (i < n && !iov[i].iov_len)
-		i++;
-	while (i < n) {
-		int r = exec_readv(ex, q->fd, iov + i, n - i, off);
-		if (r == -EINTR || r == -EAGAIN) {
-			if (++spins > 8)
-				return -EIO;
-			continue;
-		}
-		if (r < 0)
-			return r;
-		if (r == 0) {
-			iov_zero(iov + i, n - i);
-			return 0;
-		}
-		off += (uint64_t)r;
-		size_t k = (size_t)r;
-		while (k && i < n) {
-			if (k < iov[i].iov_len) {
-				iov[i].iov_base = (char *)iov[i].iov_base + k;
-				iov[i].iov_len -= k;
-				k = 0;
-			} else {
-				k -= iov[i].iov_len;
-				i++;
-			}
-		}
-		while (i < n && !iov[i].iov_len)
-			i++;
-	}
-	return 0;
-}
-
-/* Read [in, in+len) of guest cluster g, whose entry is e, into iov. */
-static int read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_t in,
-                    struct iovec *iov, unsigned n, uint64_t len)
-{
-	struct qcow2 *q = qc_of(d);
-	switch (kind_of(q, e)) {
-	case QCOW2_UNALLOC:
-		if (e & QC_L2_RESERVED)
-			return -EIO;
-		if (d->backing)
-			return read_backing(d, ex, iov, n, (g << q->cluster_bits) + in, len);
-		iov_zero(iov, n);
-		return 0;
-	case QCOW2_ZERO:
-		iov_zero(iov, n);
-		return 0;
-	case QCOW2_NORMAL: {
-		int64_t h = host_of(q, e);
-		if (h < 0)
-			return (int)h;
-		return preadv_host(q, ex, iov, n, (uint64_t)h + in);
-	}
-	case QCOW2_COMPRESSED: {
-		uint8_t *buf = qc_alloc_buf(q->cs);
-		if (!buf)
-			return -ENOMEM;
-		int r = decompress(q, ex, e, buf);
-		if (r == 0)
-			buf_to_iov(buf + in, iov, n);
-		free(buf);
-		return r;
-	}
-	}
-	return -EIO;
-}
-
-static int64_t qcow2_readv(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
-                           uint64_t off)
-{
-	struct qcow2 *q = qc_of(d);
-	size_t total = iov_total(iov, n), pos = 0;
-	struct iovec *sub = malloc((n + 1) * sizeof(*sub));
-	if (!sub)
-		return -ENOMEM;
-	int r = 0;
-	while (pos < total) {
-		uint64_t o = off + pos, g = o >> q->cluster_bits, in = o & (q->cs - 1);
-		uint64_t len = q->cs - in < total - pos ? q->cs - in : total - pos, e;
-		r = qc_l2_entry(q, ex, g, &e);
-		if (r < 0)
-			break;
-		/* Coalesce following clusters that are contiguous on the host. */
-		if (kind_of(q, e) == QCOW2_NORMAL) {
-			uint64_t h = e & QC_OFF_MASK, k = 1, e2;
-			while (pos + len < total &&
-			       qc_l2_entry(q, ex, g + k, &e2) == 0 && kind_of(q, e2) == QCOW2_NORMAL &&
-			       !(e2 & QC_L2_RESERVED) && (e2 & QC_OFF_MASK) == h + (k << q->cluster_bits)) {
-				uint64_t more = total - pos - len < q->cs ? total - pos - len : q->cs;
-				len += more;
-				k++;
-			}
-		}
-		unsigned k = iov_slice(iov, n, pos, len, sub);
-		r = read_seg(d, ex, g, e, in, sub, k, len);
-		if (r < 0)
-			break;
-		pos += len;
-	}
-	free(sub);
-	return r < 0 ? r : (int64_t)total;
 }
 
 /* ---- writes ---- */
 
 static bool in_place(const struct qcow2 *q, uint64_t e)
 {
-	return (e & QC_COPIED) && kind_of(q, e) == QCOW2_NORMAL;
+	return (e & QC_COPIED) && qc_kind(q, e) == QCOW2_NORMAL;
 }
 
 /* Pin the L2 table of l1 index l1i, allocating it if absent (L2, then L1). */
-static int l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out)
+int qc_l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_ent **out)
 {
 	uint64_t l2off;
-	int r = l1_table(q, l1i, &l2off);
+	int r = qc_l1_table(q, l1i, &l2off);
 	if (r < 0)
 		return r;
 	if (l1i >= q->l1_size)
@@ -341,7 +96,7 @@ static int l2_ensure(struct qcow2 *q, struct exec *ex, uint64_t l1i, struct qc_e
 	r = qc_lock(ex, q, &lk, L1_LOCK | l1i);
 	if (r < 0)
 		return r;
-	r = l1_table(q, l1i, &l2off);
+	r = qc_l1_table(q, l1i, &l2off);
 	if (r == 0 && l2off) {
 		r = qc_cache_get(q, ex, &q->l2c, l2off, true, out);
 		goto out;
@@ -374,6 +129,60 @@ out:
 	return r;
 }
 
+/*
+ * In-place writes look the mapping up without a lock and then write to the
+ * host cluster; a discard of the same guest cluster meanwhile may free that
+ * cluster, and an allocation reuse it for other data (or metadata) before
+ * the stale write lands. So a write registers its host cluster before it
+ * can yield, and freeing waits until no write to that cluster is in flight.
+ */
+static void inflight_add(struct qcow2 *q, struct qc_inflight *w, uint64_t host)
+{
+	w->host = host;
+	w->prev = NULL;
+	w->next = q->inflight;
+	if (q->inflight)
+		q->inflight->prev = w;
+	q->inflight = w;
+}
+
+static void inflight_del(struct exec *ex, struct qcow2 *q, struct qc_inflight *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->inflight = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	if (q->drain_waiters)
+		exec_waitq_wake(ex, &q->drained, UINT32_MAX);
+}
+
+static int inflight_drain(struct exec *ex, struct qcow2 *q, uint64_t host)
+{
+	for (struct qc_inflight *w = q->inflight; w;) {
+		if (w->host != host) {
+			w = w->next;
+			continue;
+		}
+		q->drain_waiters++;
+		int r = exec_waitq_wait(ex, &q->drained);
+		q->drain_waiters--;
+		if (r < 0)
+			return r;
+		w = q->inflight; /* the list changed: look again */
+	}
+	return 0;
+}
+
+void qcow2_hold_writes(struct disk *d, struct exec *ex, bool hold)
+{
+	struct qcow2 *q = qc_of(d);
+	q->hold_inplace = hold;
+	if (!hold)
+		exec_waitq_wake(ex, &q->held, UINT32_MAX);
+}
+
 /* Drop the host clusters an entry no longer referenced held. */
 static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 {
@@ -382,14 +191,15 @@ static int release(struct qcow2 *q, struct exec *ex, uint64_t e)
 		qc_compressed_span(q, e, &off, &len);
 		return qc_ref_range(q, ex, off, len, -1);
 	}
-	int64_t h = host_of(q, e);
+	int64_t h = qc_host(q, e);
 	if (h <= 0)
 		return h < 0 ? (int)h : 0;
-	return qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
+	int r = inflight_drain(ex, q, (uint64_t)h);
+	return r < 0 ? r : qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
 }
 
 /* Point guest cluster g at ne in its (pinned) table, persist, release old. */
-static int set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
+int qc_set_entry(struct qcow2 *q, struct exec *ex, struct qc_ent *t, uint64_t g, uint64_t ne,
                      bool free_old)
 {
 	uint64_t i = g & ((1ULL << q->l2_bits) - 1), old = qc_get64(t->buf, i);
@@ -412,11 +222,34 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 	struct qcow2 *q = qc_of(d);
 	struct qc_ent *t;
 	uint8_t *buf = NULL;
-	int r = l2_ensure(q, ex, g >> q->l2_bits, &t);
+	int r = qc_l2_ensure(q, ex, g >> q->l2_bits, &t);
 	if (r < 0)
 		return r;
 	struct iovec one, *src = iov;
 	unsigned cnt = n;
+	/* Old contents all zeros: the new cluster is zeroed by fallocate and
+	 * only the guest's bytes are written (no bounce buffer, no 64 KiB write). */
+	enum qcow2_kind k = qc_kind(q, old);
+	bool zeros = k == QCOW2_ZERO || (k == QCOW2_UNALLOC && !d->backing);
+	if (zeros && len < q->cs && iov) {
+		int64_t h = qc_alloc(q, ex, 1);
+		if (h < 0) {
+			r = (int)h;
+			goto out;
+		}
+		r = q->no_zero_fill ? -EOPNOTSUPP : qc_zero(q, ex, (uint64_t)h, q->cs);
+		if (r == 0)
+			r = qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
+		if (r == 0) {
+			r = qc_set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
+			goto out;
+		}
+		int r2 = qc_ref_range(q, ex, (uint64_t)h, q->cs, -1);
+		(void)r2;
+		if (r != -EOPNOTSUPP)
+			goto out;
+		q->no_zero_fill = true; /* no fallocate at all: bounce buffers from now on */
+	}
 	if (len < q->cs || !iov) {
 		buf = qc_alloc_buf(q->cs);
 		if (!buf) {
@@ -425,12 +258,12 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		}
 		if (len < q->cs) {
 			struct iovec whole = {buf, q->cs};
-			r = read_seg(d, ex, g, old, 0, &whole, 1, q->cs);
+			r = qc_read_seg(d, ex, g, old, 0, &whole, 1, q->cs);
 			if (r < 0)
 				goto out;
 		}
 		if (iov)
-			iov_to_buf(iov, n, buf + in);
+			qc_iov_to_buf(iov, n, buf + in);
 		else
 			memset(buf + in, 0, len);
 		one = (struct iovec){buf, q->cs};
@@ -449,7 +282,7 @@ static int replace(struct disk *d, struct exec *ex, uint64_t g, uint64_t old, ui
 		(void)r2;
 		goto out;
 	}
-	r = set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
+	r = qc_set_entry(q, ex, t, g, (uint64_t)h | QC_COPIED, true);
 out:
 	free(buf);
 	qc_cache_put(ex, &q->l2c, t);
@@ -470,27 +303,36 @@ static int write_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t in, s
 		if (r < 0)
 			return r;
 		r = qc_l2_entry(q, ex, g, &e);
-		if (r == 0 && !in_place(q, e))
+		/* Zeros over a cluster that reads as zeros: nothing to do. */
+		if (r == 0 && !iov &&
+		    (qc_kind(q, e) == QCOW2_ZERO || (qc_kind(q, e) == QCOW2_UNALLOC && !d->backing)) &&
+		    !(e & QC_L2_RESERVED))
+			r = 1;
+		else if (r == 0 && !in_place(q, e))
 			r = replace(d, ex, g, e, in, iov, n, len) ?: 1;
 		qc_unlock(ex, q, &lk);
 		if (r)
 			return r < 0 ? r : 0;
 	}
-	int64_t h = host_of(q, e);
+	int64_t h = qc_host(q, e);
 	if (h < 0)
 		return (int)h;
 	/* Never let a hostile L2 entry aim guest data at our metadata. */
 	if ((uint64_t)h >= q->file_end || qc_overlaps_meta(q, (uint64_t)h, q->cs))
 		return -EIO;
-	if (!iov) {
+	struct qc_inflight w;
+	inflight_add(q, &w, (uint64_t)h); /* before anything can yield */
+	while (q->hold_inplace && r == 0)
+		r = exec_waitq_wait(ex, &q->held);
+	if (r == 0 && !iov) {
 		uint8_t *z = qc_alloc_buf(len);
-		if (!z)
-			return -ENOMEM;
-		r = qc_pwrite(q, ex, z, len, (uint64_t)h + in);
+		r = z ? qc_pwrite(q, ex, z, len, (uint64_t)h + in) : -ENOMEM;
 		free(z);
-		return r;
+	} else if (r == 0) {
+		r = qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
 	}
-	return qc_pwritev(q, ex, iov, n, (uint64_t)h + in);
+	inflight_del(ex, q, &w);
+	return r;
 }
 
 static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, unsigned n,
@@ -499,21 +341,27 @@ static int64_t qcow2_writev(struct disk *d, struct exec *ex, struct iovec *iov, 
 	struct qcow2 *q = qc_of(d);
 	if (q->read_only)
 		return -EROFS;
-	size_t total = iov_total(iov, n), pos = 0;
-	struct iovec *sub = malloc((n + 1) * sizeof(*sub));
-	if (!sub)
+	size_t total = qc_iov_total(iov, n), pos = 0;
+	uint64_t in0 = off & (q->cs - 1);
+	if (in0 + total <= q->cs) { /* the common case: one cluster, the caller's iovecs */
+		int r = write_seg(d, ex, off >> q->cluster_bits, in0, iov, n, total);
+		return r < 0 ? r : (int64_t)total;
+	}
+	struct iovec small[QC_SMALL_IOV], *sub = small;
+	if (n + 1 > QC_SMALL_IOV && !(sub = malloc((n + 1) * sizeof(*sub))))
 		return -ENOMEM;
 	int r = 0;
 	while (pos < total) {
 		uint64_t o = off + pos, g = o >> q->cluster_bits, in = o & (q->cs - 1);
 		uint64_t len = q->cs - in < total - pos ? q->cs - in : total - pos;
-		unsigned k = iov_slice(iov, n, pos, len, sub);
+		unsigned k = qc_iov_slice(iov, n, pos, len, sub);
 		r = write_seg(d, ex, g, in, sub, k, len);
 		if (r < 0)
 			break;
 		pos += len;
 	}
-	free(sub);
+	if (sub != small)
+		free(sub);
 	return r < 0 ? r : (int64_t)total;
 }
 
@@ -554,17 +402,22 @@ static int zero_cluster(struct disk *d, struct exec *ex, uint64_t g, enum zmode 
 	if (e == ne)
 		goto out;
 	uint64_t l2off;
-	r = l1_table(q, g >> q->l2_bits, &l2off);
+	r = qc_l1_table(q, g >> q->l2_bits, &l2off);
 	if (r < 0 || (!l2off && !ne))
 		goto out;
-	r = l2_ensure(q, ex, g >> q->l2_bits, &t);
+	r = qc_l2_ensure(q, ex, g >> q->l2_bits, &t);
 	if (r == 0) {
-		r = set_entry(q, ex, t, g, ne, !keep);
+		r = qc_set_entry(q, ex, t, g, ne, !keep);
 		qc_cache_put(ex, &q->l2c, t);
 	}
 out:
 	qc_unlock(ex, q, &lk);
 	return r;
+}
+
+int qc_dealloc(struct disk *d, struct exec *ex, uint64_t g)
+{
+	return zero_cluster(d, ex, g, Z_DEALLOC);
 }
 
 static int zero_range(struct disk *d, struct exec *ex, uint64_t off, uint64_t len, enum zmode m)
@@ -611,7 +464,7 @@ static void qcow2_close(struct disk *d)
 
 const struct disk_ops disk_qcow2_ops = {
     .name = "qcow2",
-    .readv = qcow2_readv,
+    .readv = qc_readv,
     .writev = qcow2_writev,
     .flush = qcow2_flush,
     .discard = qcow2_discard,
@@ -619,187 +472,3 @@ const struct disk_ops disk_qcow2_ops = {
     .size = qcow2_size,
     .close = qcow2_close,
 };
-
-/* ---- resize, preallocation, compressed writes (qcow-tool) ---- */
-
-int qcow2_grow(struct disk *d, struct exec *ex, uint64_t new_size)
-{
-	struct qcow2 *q = qc_of(d);
-	if (q->read_only)
-		return -EROFS;
-	if (new_size < q->size)
-		return -EINVAL;
-	if (new_size > QC_MAX_VSIZE)
-		return -EFBIG;
-	uint64_t per_l1 = 1ULL << (q->cluster_bits + q->l2_bits);
-	uint64_t need = (new_size + per_l1 - 1) / per_l1, l1_off = q->l1_off;
-	if (need * 8 > QC_MAX_L1_BYTES)
-		return -EFBIG;
-	uint64_t old_off = q->l1_off, old_alloc = q->l1_alloc;
-	uint64_t *nl1 = NULL;
-	int r;
-	if (need > q->l1_alloc) {
-		uint64_t nc = (need * 8 + q->cs - 1) / q->cs;
-		nl1 = qc_alloc_buf(nc * q->cs);
-		if (!nl1)
-			return -ENOMEM;
-		memcpy(nl1, q->l1, q->l1_size * 8);
-		int64_t a = qc_alloc(q, ex, nc);
-		if (a < 0) {
-			free(nl1);
-			return (int)a;
-		}
-		r = qc_pwrite(q, ex, nl1, nc * q->cs, (uint64_t)a);
-		if (r == 0)
-			r = exec_fdatasync(ex, q->fd);
-		if (r < 0) {
-			free(nl1);
-			return r;
-		}
-		l1_off = (uint64_t)a;
-		old_alloc = nc * q->cs / 8;
-	}
-	/* size, crypt_method, l1_size, l1_table_offset: one write. */
-	uint8_t f[24] = {0};
-	uint64_t v64 = htobe64(new_size);
-	uint32_t v32 = htobe32((uint32_t)(need > q->l1_size ? need : q->l1_size));
-	memcpy(f, &v64, 8);
-	memcpy(f + 12, &v32, 4);
-	v64 = htobe64(l1_off);
-	memcpy(f + 16, &v64, 8);
-	r = qc_write_header_field(q, ex, 24, f, sizeof(f));
-	if (r < 0) {
-		free(nl1);
-		return r;
-	}
-	if (nl1) {
-		uint64_t old_bytes = q->l1_alloc * 8;
-		free(q->l1);
-		q->l1 = nl1;
-		q->l1_off = l1_off;
-		q->l1_alloc = old_alloc;
-		r = qc_ref_range(q, ex, old_off, old_bytes, -1);
-	}
-	if (need > q->l1_size)
-		q->l1_size = (uint32_t)need;
-	q->size = new_size;
-	d->size = new_size;
-	return r;
-}
-
-int qcow2_shrink(struct disk *d, struct exec *ex, uint64_t new_size)
-{
-	struct qcow2 *q = qc_of(d);
-	if (q->read_only)
-		return -EROFS;
-	if (new_size > q->size)
-		return -EINVAL;
-	uint64_t first = (new_size + q->cs - 1) >> q->cluster_bits;
-	uint64_t end = (q->size + q->cs - 1) >> q->cluster_bits;
-	int r;
-	for (uint64_t g = first; g < end; g++)
-		if ((r = zero_cluster(d, ex, g, Z_DEALLOC)) < 0)
-			return r;
-	/* L2 tables wholly past the end go too. */
-	uint64_t per_l1 = 1ULL << (q->cluster_bits + q->l2_bits);
-	for (uint64_t i = (new_size + per_l1 - 1) / per_l1; i < q->l1_size; i++) {
-		uint64_t l2off;
-		if ((r = l1_table(q, i, &l2off)) < 0)
-			return r;
-		if (!l2off)
-			continue;
-		qc_set64(q->l1, i, 0);
-		if ((r = qc_persist(q, ex, q->l1, q->l1_off, i * 8)) < 0 ||
-		    (r = qc_ref_range(q, ex, l2off, q->cs, -1)) < 0)
-			return r;
-	}
-	uint64_t v = htobe64(new_size);
-	r = qc_write_header_field(q, ex, 24, &v, 8);
-	if (r == 0)
-		q->size = d->size = new_size;
-	return r;
-}
-
-int qcow2_preallocate(struct disk *d, struct exec *ex)
-{
-	struct qcow2 *q = qc_of(d);
-	uint64_t end = (q->size + q->cs - 1) >> q->cluster_bits, per = 1ULL << q->l2_bits;
-	for (uint64_t g0 = 0; g0 < end; g0 += per) {
-		struct qc_ent *t;
-		int r = l2_ensure(q, ex, g0 >> q->l2_bits, &t);
-		if (r < 0)
-			return r;
-		uint64_t n = end - g0 < per ? end - g0 : per;
-		int64_t a = qc_alloc(q, ex, n);
-		if (a < 0) {
-			qc_cache_put(ex, &q->l2c, t);
-			return (int)a;
-		}
-		for (uint64_t i = 0; i < n; i++)
-			if (!(qc_get64(t->buf, i) & QC_OFF_MASK))
-				qc_set64(t->buf, i, ((uint64_t)a + (i << q->cluster_bits)) | QC_COPIED);
-		r = qc_pwrite(q, ex, t->buf, q->cs, t->off);
-		qc_cache_put(ex, &q->l2c, t);
-		if (r < 0)
-			return r;
-		if ((uint64_t)a + (n << q->cluster_bits) > q->file_end)
-			q->file_end = (uint64_t)a + (n << q->cluster_bits);
-	}
-	return 0;
-}
-
-int qcow2_write_compressed(struct disk *d, struct exec *ex, uint64_t g, const void *data)
-{
-	struct qcow2 *q = qc_of(d);
-	uint8_t *out = qc_alloc_buf(q->cs);
-	if (!out)
-		return -ENOMEM;
-	z_stream z = {0};
-	int r = -EIO;
-	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-		goto out;
-	z.next_in = (Bytef *)data;
-	z.avail_in = (uInt)q->cs;
-	z.next_out = out;
-	z.avail_out = (uInt)(q->cs - 512);
-	int zr = deflate(&z, Z_FINISH);
-	uint64_t clen = q->cs - 512 - z.avail_out;
-	deflateEnd(&z);
-	if (zr != Z_STREAM_END || q->comp_type != 0) { /* incompressible: store plainly */
-		struct iovec v = {(void *)data, q->cs};
-		free(out);
-		int64_t w = qcow2_writev(d, ex, &v, 1, g << q->cluster_bits);
-		return w < 0 ? (int)w : 0;
-	}
-	struct qc_ent *t;
-	r = l2_ensure(q, ex, g >> q->l2_bits, &t);
-	if (r < 0)
-		goto out;
-	/* Pack into the tail of the last compressed cluster when it fits: each
-	 * compressed cluster holds a reference to every host cluster it touches. */
-	uint64_t cur;
-	if (q->pack_at && q->pack_at + clen <= q->pack_end &&
-	    (r = qc_ref_range(q, ex, q->pack_at, 1, +1)) == 0) {
-		cur = q->pack_at;
-	} else {
-		int64_t a = qc_alloc(q, ex, 1);
-		if (a < 0) {
-			r = (int)a;
-			qc_cache_put(ex, &q->l2c, t);
-			goto out;
-		}
-		cur = (uint64_t)a;
-		q->pack_end = cur + q->cs;
-	}
-	r = qc_pwrite(q, ex, out, clen, cur);
-	if (r == 0) {
-		unsigned x = 62 - (q->cluster_bits - 8);
-		uint64_t extra = ((cur + clen - 1) >> 9) - (cur >> 9);
-		r = set_entry(q, ex, t, g, QC_COMPRESSED | (extra << x) | cur, true);
-	}
-	q->pack_at = cur + clen;
-	qc_cache_put(ex, &q->l2c, t);
-out:
-	free(out);
-	return r;
-}

@@ -139,6 +139,69 @@ static int open_backing(struct disk *d, const struct disk_open_params *p, struct
 	return 0;
 }
 
+struct rebuild {
+	struct disk *d;
+	struct qcow2_check c;
+};
+
+static int rebuild_task(struct exec *ex, void *arg)
+{
+	struct rebuild *rb = arg;
+	struct qcow2 *q = qc_of(rb->d);
+	/* Look first: an image the repair cannot fix is refused untouched. */
+	int r = qcow2_check(rb->d, ex, 0, &rb->c);
+	if (r < 0 || rb->c.unfixable)
+		return r;
+	r = qcow2_check(rb->d, ex, QCOW2_REPAIR_LEAKS | QCOW2_REPAIR_ALL, &rb->c);
+	if (r < 0 || rb->c.corruptions > rb->c.fixed_corruptions)
+		return r;
+	/* The new refcounts are durable before the header stops saying dirty. */
+	if ((r = exec_fdatasync(ex, q->fd)) < 0)
+		return r;
+	uint64_t v = htobe64(q->incompat & ~QC_INCOMPAT_DIRTY);
+	if ((r = qc_write_header_field(q, ex, 72, &v, 8)) < 0 ||
+	    (r = exec_fdatasync(ex, q->fd)) < 0)
+		return r;
+	q->incompat &= ~QC_INCOMPAT_DIRTY;
+	return 0;
+}
+
+/*
+ * Rebuild the refcounts of a dirty image (lazy refcounts, not closed
+ * cleanly) with the checker's repair, then clear the dirty bit. Runs on a
+ * private executor: opens happen in the main process (or a qcow-tool task),
+ * before any device executor exists for this image.
+ */
+static int rebuild_refcounts(struct disk *d, struct qcow2 *q, const char *path, char *err,
+                             size_t errlen)
+{
+	struct exec *ex;
+	struct exec_task *t;
+	struct rebuild rb = {.d = d};
+	void *saved = d->priv;
+	int r = exec_create(&ex, NULL);
+	if (r < 0)
+		return efail(err, errlen, -EUCLEAN, path,
+		             "image is dirty and its refcounts cannot be rebuilt (io_uring: %s); "
+		             "open it read-only",
+		             strerror(-r));
+	d->priv = q;
+	r = exec_spawn(ex, rebuild_task, &rb, 0, &t);
+	if (r == 0)
+		r = exec_join(ex, t);
+	exec_destroy(ex);
+	d->priv = saved;
+	if (r < 0)
+		return efail(err, errlen, -EUCLEAN, path,
+		             "image is dirty and rebuilding its refcounts failed: %s", strerror(-r));
+	if (rb.c.unfixable || rb.c.corruptions > rb.c.fixed_corruptions)
+		return efail(err, errlen, -EUCLEAN, path,
+		             "image is dirty and its refcounts cannot be rebuilt (%s); "
+		             "open it read-only",
+		             rb.c.first_error[0] ? rb.c.first_error : "corruptions remain");
+	return 0;
+}
+
 int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_chain *chain,
                char *err, size_t errlen)
 {
@@ -332,12 +395,6 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 	q->read_only = p->read_only;
 	if (q->incompat & QC_INCOMPAT_CORRUPT)
 		q->read_only = true; /* never written until repaired */
-	if ((q->incompat & QC_INCOMPAT_DIRTY) && !q->read_only) {
-		r = efail(err, errlen, -EUCLEAN, path,
-		          "image is dirty (lazy refcounts, not closed cleanly): refcounts must be "
-		          "rebuilt first (qcow-tool check -r all), or open it read-only");
-		goto fail;
-	}
 	if (q->nb_snapshots && !q->read_only) {
 		r = efail(err, errlen, -ENOTSUP, path,
 		          "images with internal snapshots can only be opened read-only");
@@ -362,6 +419,8 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 	q->unit = q->cs < 4096 ? (unsigned)q->cs : 4096;
 	q->free_hint = 0;
 	exec_sem_init(&q->alloc_lock, 1);
+	exec_waitq_init(&q->drained);
+	exec_waitq_init(&q->held);
 	uint64_t l2cap = p->l2_cache_bytes ? p->l2_cache_bytes / q->cs
 	                                   : (need_l1 < QCOW2_DEFAULT_L2_CACHE_CAP / q->cs
 	                                          ? need_l1
@@ -384,6 +443,11 @@ int qcow2_open(struct disk *d, const struct disk_open_params *p, struct disk_cha
 		}
 		q->autoclear = 0;
 	}
+	/* A dirty image's refcounts may be too low: rebuild them before the
+	 * allocator trusts them (as QEMU does on a read-write open). */
+	if ((q->incompat & QC_INCOMPAT_DIRTY) && !q->read_only &&
+	    (r = rebuild_refcounts(d, q, path, err, errlen)) < 0)
+		goto fail;
 	if (bf_off) {
 		char name[1024];
 		memcpy(name, c0 + bf_off, bf_len);

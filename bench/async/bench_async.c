@@ -116,6 +116,48 @@ static int bench_nop_exec(int tasks, long total)
 	return 0;
 }
 
+/* One task issuing `batch` NOPs per exec_batch_wait: the executor's batch
+ * API against the same plain loop (one park per batch, not per op). */
+static long batch_rounds;
+static int batch_size;
+static int nop_batch_body(struct exec *ex, void *arg)
+{
+	struct exec_batch_op o[256];
+	struct exec_batch b;
+	(void)arg;
+	exec_batch_init(&b);
+	for (long r = 0; r < batch_rounds; r++) {
+		for (int i = 0; i < batch_size; i++)
+			if (exec_batch_nop(ex, &b, &o[i]))
+				return -1;
+		if (exec_batch_wait(ex, &b) != batch_size)
+			return -1;
+	}
+	return 0;
+}
+
+static int bench_nop_batch(int batch, long total)
+{
+	struct exec *ex;
+	struct exec_params p = {.sq_entries = 256};
+	struct exec_stats st;
+	if (batch < 1 || batch > 256 || exec_create(&ex, &p))
+		return 1;
+	batch_size = batch;
+	batch_rounds = total / batch;
+	if (exec_spawn(ex, nop_batch_body, NULL, 0, NULL))
+		return 1;
+	double t0 = now_s();
+	if (exec_run(ex))
+		return 1;
+	double dt = now_s() - t0;
+	exec_stats(ex, &st);
+	printf("nop_batch %.0f ops/s (%.2f ops/enter)\n", (double)st.cqes / dt,
+	       (double)st.cqes / (double)st.enters);
+	exec_destroy(ex);
+	return 0;
+}
+
 /* The same work as bench_nop_exec without coroutines: `batch` NOPs queued,
  * one submit-and-wait, every CQE reaped, on a ring set up with the same
  * flags the executor picks on this kernel. */
@@ -257,6 +299,9 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "nop-exec"))
 		return bench_nop_exec(argc > 2 ? atoi(argv[2]) : 32,
 		                      argc > 3 ? atol(argv[3]) : 10000000);
+	if (argc >= 2 && !strcmp(argv[1], "nop-batch"))
+		return bench_nop_batch(argc > 2 ? atoi(argv[2]) : 32,
+		                       argc > 3 ? atol(argv[3]) : 5000000);
 	if (argc >= 2 && !strcmp(argv[1], "nop-uring"))
 		return bench_nop_uring(argc > 2 ? atoi(argv[2]) : 32,
 		                       argc > 3 ? atol(argv[3]) : 10000000);
@@ -265,6 +310,7 @@ int main(int argc, char **argv)
 		                      argc > 5 ? (unsigned)strtoul(argv[5], NULL, 0) : 0);
 	fprintf(stderr,
 	        "usage: %s switch [rounds] | yield [total] [tasks] | nop-exec [tasks] [total] |\n"
+	        "       nop-batch [batch] [total] |\n"
 	        "       nop-uring [batch] [total] | randread FILE QD [seconds] [no_features]\n",
 	        argv[0]);
 	return 2;

@@ -49,6 +49,7 @@ fio_iops() { # name qd extra-args...
 			"$name" >>"$raw"
 }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "async bench: $runs runs, ${secs}s per I/O run, file $file" >&2
 for r in $(seq "$runs"); do
 	echo "  run $r/$runs" >&2
@@ -59,6 +60,7 @@ for r in $(seq "$runs"); do
 		# NOPs: 32 tasks each looping on exec_nop vs a plain loop keeping 32
 		# NOPs in flight (one submit-and-wait per batch), back to back
 		ours nop-exec 32 5000000
+		ours nop-batch 32 5000000
 		ours nop-uring 32 5000000
 		ours randread "$file" 1 "$secs"
 		fio_iops fio_qd1 1
@@ -73,9 +75,10 @@ done
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$results/async-$stamp.json"
-python3 - "$raw" "$out" "$runs" "$secs" <<'PY'
+python3 - "$raw" "$out" "$runs" "$secs" "$load0" <<'PY'
 import json, statistics, sys, platform, os
 raw, out, runs, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+load0 = sys.argv[5].split()
 vals = {}
 for line in open(raw):
     k, v = line.split()
@@ -101,6 +104,10 @@ rows = [
        f'plain liburing, batch 32: {med["nop_uring" + t]/1e6:.2f} M ops/s',
        f'{ratio("nop_exec" + t, "nop_uring" + t):.2f}x (target >= 0.9x)')
       for t, label in (("", "unpinned"), ("_pinned", "1 CPU"))
+] + [(f"NOPs, 1 task, exec_batch of 32, {label}", f'{med["nop_batch" + t]/1e6:.2f} M ops/s',
+       f'plain liburing, batch 32: {med["nop_uring" + t]/1e6:.2f} M ops/s',
+       f'{ratio("nop_batch" + t, "nop_uring" + t):.2f}x (target >= 0.9x)')
+      for t, label in (("", "unpinned"), ("_pinned", "1 CPU"))
 ] + io_rows("", "unpinned") + io_rows("_pinned", "1 CPU")
 w = [max(len(r[i]) for r in rows) for i in range(4)]
 hdr = ("measure", "ringvm async", "baseline (same run)", "ratio")
@@ -116,11 +123,15 @@ doc = {
     "io_seconds_per_run": secs,
     "kernel": platform.release(),
     "cpus": os.cpu_count(),
+    "machine": {"loadavg_start": load0,
+                "loadavg_end": open("/proc/loadavg").read().split()[:3]},
     "medians": med,
     "samples": vals,
     "ratios": {
         "nop_exec_vs_uring": ratio("nop_exec", "nop_uring"),
         "nop_exec_vs_uring_pinned": ratio("nop_exec_pinned", "nop_uring_pinned"),
+        "nop_batch_vs_uring": ratio("nop_batch", "nop_uring"),
+        "nop_batch_vs_uring_pinned": ratio("nop_batch_pinned", "nop_uring_pinned"),
         **{f"randread_qd1{t}_vs_fio": med["randread_qd1" + t] / med["fio_qd1" + t]
            for t in ("", "_pinned")},
         **{f"randread_qd32{t}_vs_best_fio": med["randread_qd32" + t]

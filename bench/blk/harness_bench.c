@@ -291,13 +291,22 @@ int main(int argc, char **argv)
 				rc = 1;
 				continue;
 			}
+			/* the service-time distribution, for bench/report.py's plot */
+			static const double pct[] = {1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9};
+			char dist[512];
+			size_t dl = 0;
+			for (size_t k = 0; k < sizeof(pct) / sizeof(pct[0]) && dl < sizeof(dist); k++)
+				dl += (size_t)snprintf(dist + dl, sizeof(dist) - dl, "%s\"%g\": %.2f",
+				                       k ? ", " : "", pct[k],
+				                       ipc_metrics_percentile(&res.m, pct[k]) / 1e3);
 			printf("%s  {\"rw\": \"%s\", \"bs\": %u, \"qd\": %u, \"queues\": %u, "
 			       "\"sandbox\": %s, \"seconds\": %.2f, \"ios\": %" PRIu64 ", \"iops\": %.0f,\n"
+			       "   \"service_pct_us\": {%s},\n"
 			       "   \"service_us\": {\"p50\": %.2f, \"p99\": %.2f, \"mean\": %.2f}, "
 			       "\"max_inflight\": %" PRIu64 ", \"notifications\": %" PRIu64
 			       ", \"interrupts\": %" PRIu64 "}",
 			       first ? "" : ",\n", rw, BS, qd, nq, sandbox ? "true" : "false", res.seconds,
-			       res.ios, res.iops, ipc_metrics_percentile(&res.m, 50) / 1e3,
+			       res.ios, res.iops, dist, ipc_metrics_percentile(&res.m, 50) / 1e3,
 			       ipc_metrics_percentile(&res.m, 99) / 1e3,
 			       res.m.svc_count ? (double)res.m.svc_sum_ns / (double)res.m.svc_count / 1e3 : 0,
 			       res.m.max_inflight, res.m.notifications, res.m.interrupts);

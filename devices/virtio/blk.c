@@ -55,16 +55,16 @@ struct blk_queue {
 };
 
 struct blk {
-	struct virtio_dev vdev;        /* first: what the transport sees */
-	struct virtio_device_ops ops;  /* blk_ops with this disk's queue count and size */
+	struct virtio_dev vdev;       /* first: what the transport sees */
+	struct virtio_device_ops ops; /* blk_ops with this disk's queue count and size */
 	struct blk_opts opts;
 	struct disk disk;
 	struct blk_geom geom;
-	struct virtio_blk_config cfg;  /* little-endian, as the driver reads it */
+	struct virtio_blk_config cfg; /* little-endian, as the driver reads it */
 	struct blk_queue q[VIRTIO_MAX_QUEUES];
-	struct ipc_metrics m;          /* counters, reported by IPC_METRICS */
-	bool resizing;                 /* blk_resize runs: queues take no new request */
-	struct exec_waitq resized;     /* queue coroutines waiting for it to finish */
+	struct ipc_metrics m;      /* counters, reported by IPC_METRICS */
+	bool resizing;             /* blk_resize runs: queues take no new request */
+	struct exec_waitq resized; /* queue coroutines waiting for it to finish */
 };
 
 static void count(struct blk *b, const struct blk_req *req, uint8_t status)
@@ -112,7 +112,8 @@ static void finish(struct blk_queue *q, struct blk_req *req, uint8_t status)
 	if (!req->d.no_status) {
 		struct virtq_writer w;
 		virtq_writer_init(&w, c);
-		virtq_writer_advance(&w, c->write_len - 1u); /* the status is the chain's last byte */
+		virtq_writer_advance(&w,
+		                     c->write_len - 1u); /* the status is the chain's last byte */
 		(void)virtq_writer_write(&w, &status, 1);
 		used = c->write_len;
 	}
@@ -190,7 +191,8 @@ static uint8_t do_dz(struct exec *ex, struct blk *b, struct blk_req *req)
 			r = b->disk.ops->discard(&b->disk, ex, off, len);
 		else
 			r = b->disk.ops->write_zeroes(&b->disk, ex, off, len,
-			                              (s->flags & VIRTIO_BLK_WZ_F_UNMAP) && b->geom.may_unmap);
+			                              (s->flags & VIRTIO_BLK_WZ_F_UNMAP) &&
+			                                  b->geom.may_unmap);
 		if (r < 0)
 			return VIRTIO_BLK_S_IOERR;
 	}
@@ -225,12 +227,15 @@ static int slot_task(struct exec *ex, void *arg)
 		/*
 		 * One interrupt per batch: the first slot to complete lets every
 		 * other task of this pass (the other completions of the same CQE
-		 * batch) run before it signals; the others find it pending.
+		 * batch) run before it signals; the others find it pending. Alone
+		 * (QD1), it signals at once: a yield would only add a loop pass.
 		 */
 		if (!q->signal_pending) {
-			q->signal_pending = true;
-			exec_yield(ex);
-			q->signal_pending = false;
+			if (exec_others_runnable(ex)) {
+				q->signal_pending = true;
+				exec_yield(ex);
+				q->signal_pending = false;
+			}
 			virtio_queue_signal(&q->blk->vdev, q->vq);
 		}
 		if (--q->active == 0 && q->draining)
@@ -383,7 +388,7 @@ static const struct virtio_device_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .pci_class = 0x01, /* mass storage */
     .pci_subclass = 0x00,
-    .num_queues = 1,   /* per disk: queues= (see blk_create) */
+    .num_queues = 1, /* per disk: queues= (see blk_create) */
     .queue_max_size = BLK_DEFAULT_QUEUE_SIZE,
     .features = 0, /* per disk */
     .config_size = sizeof(struct virtio_blk_config),
@@ -440,7 +445,8 @@ static int blk_create(const struct registry_ctx *ctx, const char *opts, void **s
 	if (!b)
 		return -ENOMEM;
 	b->disk.fd = b->disk.io_fd = -1;
-	int r = blk_parse_opts(opts, ctx && ctx->ncpus ? ctx->ncpus : 1, &b->opts, err, sizeof(err));
+	int r =
+	    blk_parse_opts(opts, ctx && ctx->ncpus ? ctx->ncpus : 1, &b->opts, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "ringvm run: %s\n", err);
 		free(b);
@@ -580,7 +586,10 @@ const struct registry_entry blk_entry = {
             "at most 20 bytes; default the file name), queues=N (default: one\n"
             "per vCPU, at most 16), queue-size=N (power of two, default 256),\n"
             "discard=on|off (default on). The image is locked against other\n"
-            "writers; the device process gets it open and opens nothing.",
+            "writers; the device process gets it open and opens nothing.\n"
+            "A dirty qcow2 image (lazy refcounts, not closed cleanly) opened\n"
+            "read-write has its refcounts rebuilt first (as QEMU does); one the\n"
+            "rebuild cannot repair is refused (use ro). A corrupt one is ro.",
     .default_on = false,
     .ops = &blk_ops,
     .create = blk_create,

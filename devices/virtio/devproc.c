@@ -42,11 +42,12 @@ int devproc_pre_seccomp(void *arg)
 
 	if (a->prepared)
 		return 0;
-	if (!a->dev || !a->dev_state || a->dev->n_uring_ops > sizeof(ops) - 2)
+	if (!a->dev || !a->dev_state || a->dev->n_uring_ops > sizeof(ops) - 3)
 		return -EINVAL;
 	/* The executor polls the two sockets and reads kick eventfds. */
 	ops[n++] = IORING_OP_POLL_ADD;
 	ops[n++] = IORING_OP_READ;
+	ops[n++] = IORING_OP_WRITE; /* irqfd signals (exec_post_write) */
 	for (unsigned i = 0; i < a->dev->n_uring_ops; i++)
 		ops[n++] = a->dev->uring_ops[i];
 	int r = guest_mem_map_fd(&a->mem, a->memfd);
@@ -63,7 +64,8 @@ int devproc_pre_seccomp(void *arg)
 	    .ops = ops,
 	    .n_ops = n,
 	    .max_workers = {a->dev->uring_max_workers[0], a->dev->uring_max_workers[1]}};
-	r = exec_restrict(&a->ex, NULL, &rp);
+	struct exec_params ep = {.sq_entries = a->dev->uring_sq_entries};
+	r = exec_restrict(&a->ex, &ep, &rp);
 	if (r < 0) {
 		munmap(a->mem.map, a->mem.map_size);
 		memset(&a->mem, 0, sizeof(a->mem));

@@ -11,6 +11,7 @@ static const struct registry_entry *const table[] = {
     &blk_entry,
     &net_entry,
     &rng_entry,
+    &vsock_entry,
 };
 
 #define TABLE_LEN (sizeof(table) / sizeof(table[0]))

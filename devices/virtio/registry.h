@@ -78,6 +78,17 @@ struct registry_entry {
 	 * PREPARE). 0 or -errno. NULL: the device cannot be resized.
 	 */
 	int (*resize_host)(void *state, enum registry_resize_step step, uint64_t new_size);
+	/*
+	 * A device-specific VM-control request (core/ipc.h ops beyond
+	 * MSI_ROUTE and IOEVENTFD), in the main process on the vmctl thread,
+	 * on the state the factory made there. Must not block for long. 0 or
+	 * -errno; a descriptor for the device in *fd_out (sent, then closed).
+	 * The request comes from the untrusted device: validate everything.
+	 * NULL: such requests are refused.
+	 */
+	int (*vmctl)(void *state, const struct ipc_ctl_req *req, int *fd_out);
+	/* At most one such device per VM (the command line refuses a second). */
+	bool single;
 	/* Syscalls this device needs beyond jail_base_rules and devproc_rules. */
 	const struct jail_syscall_rule *rules;
 	size_t n_rules;
@@ -88,11 +99,18 @@ struct registry_entry {
 	 * file I/O runs there; each worker counts against RLIMIT_NPROC);
 	 * 0: the kernel's default. */
 	unsigned uring_max_workers[2];
+	/* SQ entries of the device's ring (0: the executor's default); the
+	 * CQ, twice as big, caps the operations in flight, so a device that
+	 * waits on many sockets at once (vsock) needs more. */
+	unsigned uring_sq_entries;
 	/* Jail limits: RLIMIT_FSIZE (0 forbids writing regular files; a disk
 	 * device needs JAIL_RLIM_INFINITY) and RLIMIT_NPROC (0: the jail's
 	 * default). */
 	uint64_t max_file_size;
 	unsigned max_procs;
+	/* RLIMIT_NOFILE of the jail (0: the jail's default); a device that
+	 * holds many sockets (vsock) raises it. */
+	unsigned max_fds;
 };
 
 /* The entry for a CLI option, or NULL. */
@@ -105,5 +123,6 @@ const struct registry_entry *registry_at(size_t i);
 extern const struct registry_entry blk_entry;
 extern const struct registry_entry net_entry;
 extern const struct registry_entry rng_entry;
+extern const struct registry_entry vsock_entry;
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "async/exec.h"
+#include "core/ipc.h"
 #include "core/guest_mem.h"
 #include "devices/virtio/virtq.h"
 
@@ -123,5 +124,17 @@ void virtio_config_changed(struct virtio_dev *d);
  * raise the config interrupt; the driver must reset the device.
  */
 void virtio_needs_reset(struct virtio_dev *d, const char *why);
+
+/*
+ * A device-specific VM-control request (e.g. IPC_CTL_VSOCK_CONNECT) to the
+ * main process, from any task of the device: serialised with the
+ * transport's own requests, awaited. The reply's result (0 or -errno; a
+ * descriptor it carries goes to *fd_out when fd_out is set, else it is
+ * closed), or -EPIPE/-ESHUTDOWN when the socket is gone or the device
+ * shutting down. The calling task must not be cancelled meanwhile (a
+ * cancelled wait breaks the socket for the whole device).
+ */
+int virtio_vmctl_call(struct virtio_dev *d, struct ipc_ctl_req *req, int *fd_out)
+    __attribute__((warn_unused_result));
 
 #endif

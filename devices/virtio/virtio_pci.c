@@ -171,6 +171,7 @@ int virtio_pci_init(struct virtio_pci *p, struct virtio_dev *d, struct exec *ex,
 	p->dev = d;
 	p->ex = ex;
 	p->ctl_sock = ctl_sock;
+	exec_sem_init(&p->ctl_lock, 1);
 	p->nvec = (uint16_t)(ops->num_queues + 1);
 	for (unsigned i = 0; i < VIRTIO_PCI_MSIX_VECTORS; i++) {
 		p->vec[i].irqfd = -1;

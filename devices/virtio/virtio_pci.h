@@ -54,6 +54,10 @@ struct virtio_pci {
 	uint32_t ctl_seq;
 	bool ctl_dead; /* the VM-control socket failed: the process must exit */
 	bool shutdown; /* IPC_SHUTDOWN: no more VM-control requests */
+	/* One VM-control request at a time: the bus task and device tasks
+	 * (virtio_vmctl_call) share the socket, and a reply is read by whoever
+	 * sent the request. */
+	struct exec_sem ctl_lock;
 	/* PCI config space: contents and per-bit write masks. */
 	uint8_t cfg[256];
 	uint8_t wmask[256];

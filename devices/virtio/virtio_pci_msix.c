@@ -13,10 +13,11 @@
 
 #include "devices/virtio/virtio_pci_priv.h"
 
-int vpci_ctl_call(struct virtio_pci *p, struct ipc_ctl_req *req, int fd)
+static int ctl_call(struct virtio_pci *p, struct ipc_ctl_req *req, int fd, int *fd_out)
 {
 	struct ipc_ctl_resp resp;
-	int r;
+	int r, got[IPC_MAX_FDS];
+	unsigned ngot = 0;
 
 	if (p->ctl_dead)
 		return -EPIPE;
@@ -26,24 +27,51 @@ int vpci_ctl_call(struct virtio_pci *p, struct ipc_ctl_req *req, int fd)
 	r = ipc_send(p->ctl_sock, req, sizeof(*req), fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
 	if (r < 0)
 		goto dead;
-	/* Park this task (the bus task) until the reply is there; queue
-	 * coroutines keep running meanwhile. The socket is then readable, so
-	 * ipc_recv does not block. */
+	/* Park this task until the reply is there; other coroutines keep
+	 * running meanwhile. The socket is then readable, so ipc_recv does
+	 * not block. */
 	r = exec_poll(p->ex, p->ctl_sock, POLLIN);
 	if (r < 0)
 		goto dead;
-	r = ipc_recv(p->ctl_sock, &resp, sizeof(resp), NULL, 0, NULL);
+	r = ipc_recv(p->ctl_sock, &resp, sizeof(resp), got, fd_out ? 1 : 0, &ngot);
 	if (r < 0)
 		goto dead;
-	if (resp.op != req->op || resp.seq != req->seq || resp.result > 0) {
+	if (resp.op != req->op || resp.seq != req->seq || resp.result > 0 ||
+	    (ngot && resp.result < 0)) {
+		for (unsigned i = 0; i < ngot; i++)
+			close(got[i]);
 		r = -EBADMSG;
 		goto dead;
 	}
+	if (fd_out)
+		*fd_out = ngot ? got[0] : -1;
 	return resp.result;
 dead:
 	vpci_log(p, "VM-control socket: %s", strerror(-r));
 	p->ctl_dead = true;
 	return r;
+}
+
+static int ctl_call_locked(struct virtio_pci *p, struct ipc_ctl_req *req, int fd, int *fd_out)
+{
+	int r = exec_sem_wait(p->ex, &p->ctl_lock);
+	if (r < 0)
+		return r;
+	r = ctl_call(p, req, fd, fd_out);
+	exec_sem_post(p->ex, &p->ctl_lock);
+	return r;
+}
+
+int vpci_ctl_call(struct virtio_pci *p, struct ipc_ctl_req *req, int fd)
+{
+	return ctl_call_locked(p, req, fd, NULL);
+}
+
+int virtio_vmctl_call(struct virtio_dev *d, struct ipc_ctl_req *req, int *fd_out)
+{
+	if (fd_out)
+		*fd_out = -1;
+	return ctl_call_locked(d->pci, req, -1, fd_out);
 }
 
 uint16_t vpci_msix_ctl(const struct virtio_pci *p)
@@ -60,11 +88,18 @@ static bool masked(const struct virtio_pci *p, uint16_t v)
 
 static void fire(struct virtio_pci *p, struct virtio_msix_vec *e)
 {
-	uint64_t one = 1;
-	/* An eventfd write only fails on counter overflow (2^64 - 2 pending
-	 * interrupts), where one more changes nothing. */
-	ssize_t n = write(e->irqfd, &one, sizeof(one));
-	(void)n;
+	static const uint64_t one = 1;
+	/*
+	 * From a device task the write rides on the executor's next submit (the
+	 * one that waits for the next kick or completion): no syscall of its
+	 * own on the completion path. Elsewhere, or with no ring room, write(2).
+	 * An eventfd write only fails on counter overflow (2^64 - 2 pending
+	 * interrupts), where one more changes nothing.
+	 */
+	if (!p->ex || exec_post_write(p->ex, e->irqfd, &one, sizeof(one)) < 0) {
+		ssize_t n = write(e->irqfd, &one, sizeof(one));
+		(void)n;
+	}
 	p->irqs++;
 }
 

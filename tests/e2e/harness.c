@@ -149,9 +149,44 @@ static __attribute__((noreturn)) void child_exec(const struct harness_argv *a, i
 	/* Criterion's own pipes must not leak into the VMM (they would hold the runner open). */
 	for (int fd = 3; fd < 1024; fd++)
 		close(fd);
-	execvp(a->argv[0], a->argv);
+	harness_execv(a);
 	dprintf(2, "harness: exec %s: %s\n", a->argv[0], strerror(errno));
 	_exit(127);
+}
+
+/* ---- valgrind ---- */
+
+bool harness_valgrind(void)
+{
+	const char *v = getenv("RINGVM_VALGRIND");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+void harness_execv(const struct harness_argv *a)
+{
+	const char *base = strrchr(a->argv[0], '/');
+	base = base ? base + 1 : a->argv[0];
+	if (!harness_valgrind() || strcmp(base, "ringvm") != 0) {
+		execvp(a->argv[0], a->argv);
+		return;
+	}
+	/* Room for the fixed options, up to 16 words of RINGVM_VALGRIND_OPTS and a's argv. */
+	char *v[8 + 16 + HARNESS_MAX_ARGS + 1], opts[1024];
+	int n = 0;
+	v[n++] = "valgrind";
+	v[n++] = "--error-exitcode=99";
+	v[n++] = "--leak-check=full";
+	v[n++] = "--errors-for-leak-kinds=definite,indirect";
+	v[n++] = "--trace-children=no";
+	v[n++] = "--suppressions=" SOURCE_PATH("tests/valgrind.supp");
+	snprintf(opts, sizeof(opts), "%s", getenv("RINGVM_VALGRIND_OPTS") ?: "");
+	for (char *save = NULL, *w = strtok_r(opts, " ", &save); w && n < 8 + 16;
+	     w = strtok_r(NULL, " ", &save))
+		v[n++] = w;
+	for (int i = 0; i < a->argc; i++)
+		v[n++] = a->argv[i];
+	v[n] = NULL;
+	execvp(v[0], v);
 }
 
 int harness_run(const struct harness_argv *argv, const struct harness_opts *opts,

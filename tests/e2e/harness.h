@@ -86,6 +86,20 @@ void harness_result_free(struct harness_result *r);
  */
 const char *harness_result_str(const struct harness_result *r, char *buf, size_t len);
 
+/*
+ * Replaces the calling process with a's command, as execvp does (returns
+ * only on failure, errno set). With RINGVM_VALGRIND set (and not "0") a
+ * ringvm command runs under valgrind's memcheck instead: exit status 99 on
+ * any error or definite/indirect leak, tests/valgrind.supp applied, extra
+ * options from RINGVM_VALGRIND_OPTS (space-separated). Device processes
+ * are forked without exec and so would run under valgrind too, but
+ * valgrind 3.19 implements neither seccomp(2), clone3 nor pidfd_open: under
+ * it no device process can start (docs/security.md, "Valgrind").
+ */
+void harness_execv(const struct harness_argv *a);
+/* Whether RINGVM_VALGRIND asks for ringvm to run under valgrind. */
+bool harness_valgrind(void);
+
 /* ---- the probe output protocol ---- */
 
 /*

@@ -62,6 +62,7 @@ static void setup(const struct net_vmm_cfg *c)
 
 static void start(const struct net_vmm *v, const char *params, const struct net_vmm_cfg *c)
 {
+	harness_result_free(&vm.res); /* the previous run's (BOTH_WAYS runs two per process) */
 	memset(&vm, 0, sizeof(vm));
 	harness_argv_init(&vm.argv);
 	v->argv(&vm.argv, &ns, params, c, v->ctx);

@@ -101,7 +101,7 @@ static void vm_start(struct vmproc *v, const char *params, const char *const *ex
 		for (int fd = 3; fd < 1024; fd++)
 			close(fd);
 		signal(SIGPIPE, SIG_DFL);
-		execv(a.argv[0], a.argv);
+		harness_execv(&a);
 		_exit(127);
 	}
 	snprintf(v->sock, sizeof(v->sock), "%s/ringvm-%d.sock", v->dir, (int)v->pid);

@@ -634,6 +634,35 @@ WRITE_TEST(qcow_tool_default, false, NULL, IMG_SIZE, 48 * MIB, false)
 /* 512-byte clusters: the 16 MiB image's L1 table fills its clusters; growing relocates it. */
 WRITE_TEST(qcow_tool_512_l1_grows, false, "cluster_size=512", 16 * MIB, 40 * MIB, true)
 
+/*
+ * A dirty image (lazy refcounts; qemu-io killed by SIGKILL after its writes,
+ * so the refcounts on disk are too low): ringvm rebuilds the refcounts when
+ * it opens the image read-write, blk.fill writes on it, and qemu-img check
+ * is clean afterwards.
+ */
+Test(e2e_ringvm_qcow2, write_dirty_image_rebuilt)
+{
+	need_all();
+	REQUIRE_FACILITY(on_path("qemu-io"), "qemu-io (Debian's qemu-utils) is not installed");
+	const char *img = P("dirty.qcow2"), *base = P("dirty.raw");
+	for (int sandbox = 1; sandbox >= 0; sandbox--) {
+		unlink(img);
+		unlink(base);
+		CMD("qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", img, "32M");
+		struct harness_result k;
+		cmd_r(&k, "qemu-io", "-c", "write -P 0x5a 0 512", "-c", "write -P 0x33 5M 200k",
+		      "-c", "write -P 0x44 20M 64k", "-c", "sigraise 9", img, (const char *)NULL);
+		harness_result_free(&k);
+		struct harness_result c;
+		int rc = CMD_R(&c, "qemu-img", "check", img);
+		harness_result_free(&c);
+		cr_assert_eq(rc, 2, "the killed qemu-io should leave refcounts too low (exit %d)", rc);
+		CMD("qemu-img", "convert", "-O", "raw", img, base);
+		fill_check(img, base, 29 + (unsigned)sandbox, 200, sandbox, false,
+		           "blk.fill on a dirty image");
+	}
+}
+
 /* blk.fill on the top of the two-level chain: copy-on-write from both layers below. */
 Test(e2e_ringvm_qcow2, write_over_backing_chain)
 {
@@ -699,7 +728,7 @@ static unsigned spawn_and_kill(const struct harness_argv *a, const char *marker,
 		dup2(p[1], 1);
 		dup2(p[1], 2);
 		close_range(3, ~0u, 0); /* nothing of the test process leaks into the VM */
-		execv(a->argv[0], a->argv);
+		harness_execv(a);
 		_exit(127);
 	}
 	setpgid(pid, pid);
@@ -1025,6 +1054,18 @@ static void refused(const char *img, const char *opts, const char *want, const c
 	cr_log_info("%s: %s", what, r.err);
 	harness_result_free(&r);
 	cr_assert_eq(blk_file_hash(img), hash, "%s: the refused image was modified", what);
+	/* qcow-tool opens images through the same code: it refuses them the same
+	 * way — unless ringvm was told the format (qcow-tool detects it) or the
+	 * refusal is of a read-write open (info opens read-only: a dirty image is
+	 * fine to read). */
+	if (!strstr(opts, "format=") && !strstr(want, "dirty")) {
+		int rc = CMD_R(&r, QCOW_TOOL, "info", img);
+		cr_assert_eq(rc, 1, "%s: qcow-tool info should exit 1: %d\n%s", what, rc, r.err);
+		cr_assert(strstr(r.err, want), "%s: qcow-tool's message does not say '%s':\n%s", what,
+		          want, r.err);
+		harness_result_free(&r);
+		cr_assert_eq(blk_file_hash(img), hash, "%s: qcow-tool modified the image", what);
+	}
 }
 
 /* A valid v3 image with some data, copied to name. */
@@ -1090,9 +1131,14 @@ Test(e2e_ringvm_qcow2, hostile_headers_refused)
 	p = good_image("crypt.qcow2");
 	poke32(p, 32, 1);
 	refused(p, "", "encrypted", "crypt_method 1");
+	/* Dirty with an L1 entry past the end of the file: the refcount rebuild
+	 * cannot repair that, so read-write is refused (read-only is fine, below). */
 	p = good_image("dirty.qcow2");
-	poke64(p, 72, 1); /* dirty: refused read-write, fine read-only (below) */
-	refused(p, "", "dirty", "dirty bit, read-write");
+	poke64(p, 72, 1);
+	uint64_t l1;
+	peek(p, 40, &l1, 8);
+	poke64(p, be64toh(l1), (1ull << 63) | (1ull << 40));
+	refused(p, "", "dirty", "dirty bit, not rebuildable, read-write");
 }
 
 Test(e2e_ringvm_qcow2, hostile_backing_refused)

@@ -10,9 +10,9 @@
  */
 #include "blk.h"
 
-#define RAM_BASE    0x800000ull /* probe.ld keeps the image below 8 MiB */
-#define RAM_MARGIN  0x100000ull /* left alone at the end of the RAM entry */
-#define TIMER_MAX_US 10000      /* blk_wait()'s LAPIC one-shot: at most 10 ms */
+#define RAM_BASE      0x800000ull /* probe.ld keeps the image below 8 MiB */
+#define RAM_MARGIN    0x100000ull /* left alone at the end of the RAM entry */
+#define TIMER_MAX_US  10000       /* blk_wait()'s LAPIC one-shot: at most 10 ms */
 #define TABLE_ENTRIES (BLK_MAX_SEGS + 2)
 
 /* One 8-byte access to two adjacent fields (each load or store costs here). */
@@ -43,7 +43,8 @@ static void ram_find(void)
 	ram_found = true;
 	for (unsigned i = 0; i < probe_memmap_entries; i++) {
 		const struct probe_mem_entry *e = &probe_memmap[i];
-		if (e->type == 1 && e->addr <= RAM_BASE && e->addr + e->size > RAM_BASE + RAM_MARGIN) {
+		if (e->type == 1 && e->addr <= RAM_BASE &&
+		    e->addr + e->size > RAM_BASE + RAM_MARGIN) {
 			ram_end = e->addr + e->size - RAM_MARGIN;
 			break;
 		}
@@ -229,8 +230,8 @@ static const char *setup_queues(struct blk_dev *b, unsigned want_q, unsigned max
 	b->nq = nq;
 	for (unsigned i = 0; i < nq; i++) {
 		struct blk_queue *q = &b->q[i];
-		const char *r = virtq_setup_mem(b->vd, &q->vq, (uint16_t)i, qsize, b->feats, true,
-		                                p->rings[i]);
+		const char *r =
+		    virtq_setup_mem(b->vd, &q->vq, (uint16_t)i, qsize, b->feats, true, p->rings[i]);
 		if (r)
 			return r;
 		q->dev = b;
@@ -398,7 +399,8 @@ int blk_submit(struct blk_queue *q, uint32_t type, uint64_t sector, const struct
 		virtq_desc_set(t, base + n, (uint64_t)&m->status, 1, VIRTQ_DESC_F_WRITE, 0);
 		n++;
 		if (indirect)
-			virtq_desc_set(q->vq.desc, s, (uint64_t)t, 16 * n, VIRTQ_DESC_F_INDIRECT, 0);
+			virtq_desc_set(q->vq.desc, s, (uint64_t)t, 16 * n, VIRTQ_DESC_F_INDIRECT,
+			               0);
 		sl->tmpl = nseg == 1;
 	}
 	sl->user = user;
@@ -434,8 +436,8 @@ bool blk_reap(struct blk_queue *q, struct blk_done *d)
 		if (vq->used->idx == lu)
 			return false;
 		barrier();
-		uint64_t e =
-		    *(volatile u64_alias *)&vq->used->ring[q->qmask ? lu & q->qmask : lu % vq->size];
+		uint64_t e = *(volatile u64_alias *)&vq->used
+		                  ->ring[q->qmask ? lu & q->qmask : lu % vq->size];
 		vq->last_used = (uint16_t)(lu + 1);
 		uint32_t id = (uint32_t)e, len = (uint32_t)(e >> 32);
 		unsigned s = q->per_slot == 1 ? id : id / q->per_slot;
@@ -583,4 +585,22 @@ int blk_sync(struct blk_queue *q, uint32_t type, uint64_t sector, const struct b
 			}
 		}
 	}
+}
+
+uint32_t blk_irqs_settled(struct blk_queue *q, uint32_t want)
+{
+	unsigned vec = virtq_vector(&q->vq);
+	uint64_t khz = probe_tsc_khz(), t0 = rdtsc(), lim = t0 + 200 * khz;
+
+	/* A completion found by polling leaves its interrupt pending (taken at
+	 * the next STI) or still on its way from the host: give it 200 ms. */
+	probe_irq_window();
+	while (virtio_irqs(vec) < want) {
+		uint64_t now = rdtsc();
+		if (now >= lim)
+			break;
+		arm(now, lim, khz);
+		probe_wait_irq();
+	}
+	return virtio_irqs(vec);
 }

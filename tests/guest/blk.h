@@ -253,4 +253,8 @@ const char *blk_status_word(uint8_t s);
 /* Is name in the comma-separated list? */
 bool blk_listed(const char *list, const char *name);
 
+/* The interrupts taken on q's vector once pending and in-flight ones have had
+ * up to 200 ms to arrive (returns early when at least want were taken). */
+uint32_t blk_irqs_settled(struct blk_queue *q, uint32_t want);
+
 #endif

@@ -39,6 +39,7 @@ static const struct probe_test tests[] = {
     {"hostile.blk", test_hostile_blk},
     {"hostile.net", test_hostile_net},
     {"hostile.vq", test_hostile_vq},
+    {"hostile.vsock", test_hostile_vsock},
     {"idle", test_idle},
     {"irq", test_irq},
     {"lat", test_lat},
@@ -50,6 +51,8 @@ static const struct probe_test tests[] = {
     {"smp", test_smp},
     {"timer", test_timer},
     {"virtio-cfg", test_virtio_cfg},
+    {"vsock", test_vsock},
+    {"vsock.bench", test_vsock_bench},
 };
 
 #define MAX_RUN 32

@@ -191,6 +191,14 @@ static inline void probe_wait_irq(void)
 	__asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 
+/* Lets interrupts that are already pending in the LAPIC be taken (the
+ * probe runs with interrupts off outside probe_wait_irq): one instruction
+ * with them enabled, after STI's one-instruction shadow. */
+static inline void probe_irq_window(void)
+{
+	__asm__ volatile("sti; nop; cli" ::: "memory");
+}
+
 /* ---- PCI (pci.c) ---- */
 uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off);
 void pci_cfg_write32(unsigned bus, unsigned dev, unsigned fn, unsigned off, uint32_t v);
@@ -219,10 +227,11 @@ void ap_main(void);
  */
 typedef const char *probe_test_fn(void);
 probe_test_fn test_blk_bench, test_blk_copy, test_blk_fill, test_blk_verify, test_echo, test_fault,
-    test_hello, test_hostile_blk, test_hostile_vq, test_idle, test_irq, test_pci, test_rng, test_smp,
-    test_timer, test_virtio_cfg;
+    test_hello, test_hostile_blk, test_hostile_vq, test_idle, test_irq, test_pci, test_rng,
+    test_smp, test_timer, test_virtio_cfg;
 probe_test_fn test_lat, test_rng_bench;
 probe_test_fn test_blk_resize;
 probe_test_fn test_hostile_net, test_net, test_net_bench;
+probe_test_fn test_hostile_vsock, test_vsock, test_vsock_bench;
 
 #endif

@@ -400,7 +400,7 @@ const char *test_blk_verify(void)
 
 	/* Every completion came with its interrupt. */
 	begin("irqs");
-	uint32_t irqs = virtio_irqs(virtq_vector(&c.q->vq));
+	uint32_t irqs = blk_irqs_settled(c.q, 1);
 	probe_printf(" irqs=%u missed_irqs=%u foreign=%u", irqs, c.q->missed_irqs, c.q->foreign);
 	end(&c, irqs > 0 && c.q->missed_irqs == 0 && c.q->foreign == 0);
 

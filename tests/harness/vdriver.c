@@ -53,7 +53,7 @@ static int serve_one(struct vdriver *v)
 	int r = ipc_recv(v->ctl, &q, sizeof(q), fds, 1, &nfds);
 	if (r < 0)
 		return r;
-	int fd = nfds ? fds[0] : -1, res = 0;
+	int fd = nfds ? fds[0] : -1, res = 0, out_fd = -1;
 	v->ctl_requests++;
 	if (v->ctl_fail) {
 		res = v->ctl_fail;
@@ -96,13 +96,19 @@ static int serve_one(struct vdriver *v)
 			close(v->kick[idx]);
 			v->kick[idx] = -1;
 		}
+	} else if (v->entry->vmctl) {
+		/* Device-specific (vsock connects): served as the main process does. */
+		res = v->entry->vmctl(v->dev_state, &q, &out_fd);
 	} else {
 		res = -EOPNOTSUPP;
 	}
 	if (fd >= 0)
 		close(fd);
 	struct ipc_ctl_resp resp = {.op = q.op, .seq = q.seq, .result = res};
-	return ipc_send(v->ctl, &resp, sizeof(resp), NULL, 0);
+	r = ipc_send(v->ctl, &resp, sizeof(resp), &out_fd, res == 0 && out_fd >= 0 ? 1 : 0);
+	if (out_fd >= 0)
+		close(out_fd);
+	return r;
 }
 
 int vdriver_serve_ctl(struct vdriver *v, int timeout_ms)
@@ -275,6 +281,7 @@ int vdriver_spawn(struct vdriver *v, const struct vdriver_params *p)
 		                          .n_keep_fds = nkeep,
 		                          .max_file_size = v->entry->max_file_size,
 		                          .max_procs = v->entry->max_procs,
+		                          .max_fds = v->entry->max_fds,
 		                          .rules = rules,
 		                          .n_rules = n,
 		                          .pre_seccomp = devproc_pre_seccomp,

@@ -14,13 +14,16 @@
 #include "tools/qcow-tool/qcow-tool.h"
 
 static const char check_help[] =
-    "Usage: qcow-tool check [-r leaks|all] [--output=human|json] FILE\n"
+    "Usage: qcow-tool check [-r leaks|all] [--output=human|json] [-p] FILE\n"
     "\n"
     "Count every reference FILE's tables make and compare with the stored\n"
     "refcounts. A refcount above its references is a leak (wasted space,\n"
     "harmless); below, or a reference that is misaligned or past the end of\n"
     "the file, is a corruption. -r leaks repairs leaks, -r all also raises\n"
-    "refcounts that are too low. Raw images have nothing to check.\n"
+    "refcounts that are too low. Raw images have nothing to check. A\n"
+    "progress bar goes to stderr when it is a terminal, or with -p.\n"
+    "Opening a dirty image (lazy refcounts, not closed cleanly) with -r\n"
+    "rebuilds its refcounts first, as every read-write open does.\n"
     "\n"
     "Exit status (as qemu-img check): 0 no errors, 1 the check could not be\n"
     "completed, 2 corruptions remain, 3 only leaks remain, and 63 for a\n"
@@ -29,7 +32,7 @@ static const char check_help[] =
 struct check_job {
 	const char *file;
 	unsigned repair;
-	bool json;
+	bool json, progress;
 };
 
 static int check_task(struct exec *ex, void *arg)
@@ -47,7 +50,9 @@ static int check_task(struct exec *ex, void *arg)
 		return 63;
 	}
 	struct qcow2_check c;
-	int r = qcow2_check(&d, ex, j->repair, &c);
+	struct progress pg;
+	progress_init(&pg, j->progress);
+	int r = qcow2_check_progress(&d, ex, j->repair, &c, progress_cb, &pg);
 	if (r == 0 && j->repair)
 		r = exec_fdatasync(ex, d.fd);
 	disk_close(&d);
@@ -108,13 +113,15 @@ int cmd_check(int argc, char **argv)
 	static const struct option lo[] = {{"help", no_argument, 0, 'h'},
 	                                   {"output", required_argument, 0, 'o'},
 	                                   {"repair", required_argument, 0, 'r'},
+	                                   {"progress", no_argument, 0, 'p'},
 	                                   {0, 0, 0, 0}};
 	struct check_job j = {0};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "hr:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hr:p", lo, NULL)) != -1) {
 		switch (c) {
 		case 'h': fputs(check_help, stdout); return 0;
+		case 'p': j.progress = true; break;
 		case 'r':
 			if (!strcmp(optarg, "leaks"))
 				j.repair = QCOW2_REPAIR_LEAKS;
@@ -140,19 +147,21 @@ int cmd_check(int argc, char **argv)
 }
 
 static const char convert_help[] =
-    "Usage: qcow-tool convert [-O raw|qcow2] [-c] [-o OPTIONS] [--force] SRC DST\n"
+    "Usage: qcow-tool convert [-O raw|qcow2] [-c] [-o OPTIONS] [-p] [--force] SRC DST\n"
     "\n"
     "Copy the guest-visible contents of SRC (raw, or qcow2 with its whole\n"
     "backing chain) into a new image DST of format -O (default raw). Clusters\n"
     "that read as zeros are left unallocated. -c compresses qcow2 clusters\n"
-    "(deflate, as QEMU writes them). -o takes create's cluster_size, compat\n"
-    "and refcount_bits. DST is never overwritten without --force.\n"
+    "(deflate as QEMU writes them by default, or zstd with -o\n"
+    "compression_type=zstd). -o takes create's cluster_size, compat,\n"
+    "compression_type and refcount_bits. DST is never overwritten without --force. A progress\n"
+    "bar goes to stderr when it is a terminal, or with -p.\n"
     "\n"
     "Exit status: 0 converted, 1 failure, 2 bad usage.\n";
 
 struct convert_job {
 	const char *src, *dst;
-	bool qcow2, compress;
+	bool qcow2, compress, progress;
 	struct qcow2_create_opts o;
 };
 
@@ -209,7 +218,7 @@ static int convert_task(struct exec *ex, void *arg)
 	}
 	uint8_t *buf = aligned_alloc(4096, chunk);
 	struct progress pg;
-	progress_init(&pg);
+	progress_init(&pg, j->progress);
 	r = buf ? 0 : -ENOMEM;
 	for (uint64_t off = 0; r == 0 && off < size; off += chunk) {
 		uint64_t len = size - off < chunk ? size - off : chunk;
@@ -245,14 +254,16 @@ int cmd_convert(int argc, char **argv)
 {
 	static const struct option lo[] = {{"help", no_argument, 0, 'h'},
 	                                   {"force", no_argument, 0, 'x'},
+	                                   {"progress", no_argument, 0, 'p'},
 	                                   {0, 0, 0, 0}};
 	struct convert_job j = {0};
 	bool force = false;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "hO:co:f:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hO:co:f:p", lo, NULL)) != -1) {
 		switch (c) {
 		case 'h': fputs(convert_help, stdout); return 0;
+		case 'p': j.progress = true; break;
 		case 'x': force = true; break;
 		case 'c': j.compress = true; break;
 		case 'f': break; /* the source format is detected */
@@ -273,6 +284,10 @@ int cmd_convert(int argc, char **argv)
 					j.o.version = 2;
 				else if (!strcmp(kv, "compat=1.1"))
 					j.o.version = 3;
+				else if (!strcmp(kv, "compression_type=zlib"))
+					j.o.zstd = false;
+				else if (!strcmp(kv, "compression_type=zstd"))
+					j.o.zstd = true;
 				else if (!strncmp(kv, "refcount_bits=", 14) && !parse_size(kv + 14, &n) &&
 				         n && n <= 64 && !(n & (n - 1)))
 					j.o.refcount_order = (unsigned)__builtin_ctzll(n);

@@ -15,17 +15,20 @@
 #include "tools/qcow-tool/qcow-tool.h"
 
 static const char create_help[] =
-    "Usage: qcow-tool create [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT] [--force] FILE [SIZE]\n"
+    "Usage: qcow-tool create [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT] [-p] [--force] FILE [SIZE]\n"
     "\n"
     "Create a qcow2 image of SIZE bytes (K/M/G/T suffixes). With -b the image\n"
     "starts as a copy-on-write overlay of BACKING (a path relative to FILE's\n"
     "directory, or absolute) in format FMT (raw or qcow2); SIZE then defaults\n"
     "to the backing file's. An existing FILE is never overwritten unless\n"
-    "--force is given.\n"
+    "--force is given. preallocation=full shows a progress bar on stderr when\n"
+    "it is a terminal, or with -p.\n"
     "\n"
     "OPTIONS (comma-separated):\n"
     "  cluster_size=N      512 to 2M, a power of two (default 64K)\n"
     "  compat=0.10|1.1     format version 2 or 3 (default 1.1)\n"
+    "  compression_type=zlib|zstd  how convert -c compresses clusters (zstd:\n"
+    "                      1.1 only; default zlib, which every reader knows)\n"
     "  lazy_refcounts=on|off   set the lazy-refcounts bit (1.1 only; ringvm\n"
     "                      still updates refcounts eagerly)\n"
     "  preallocation=off|metadata|falloc|full   allocate the metadata (and the\n"
@@ -39,6 +42,7 @@ enum prealloc { PRE_OFF, PRE_META, PRE_FALLOC, PRE_FULL };
 struct create_job {
 	const char *file;
 	enum prealloc pre;
+	bool progress;
 	int rc;
 };
 
@@ -62,6 +66,11 @@ static int parse_opts(char *opts, struct qcow2_create_opts *o, enum prealloc *pr
 				o->version = 3;
 			else
 				return usage_error("create", "compat must be 0.10 or 1.1, not '%s'", v);
+		} else if (!strcmp(kv, "compression_type")) {
+			if (strcmp(v, "zlib") && strcmp(v, "zstd"))
+				return usage_error("create", "compression_type must be zlib or zstd, not '%s'",
+				                   v);
+			o->zstd = !strcmp(v, "zstd");
 		} else if (!strcmp(kv, "lazy_refcounts")) {
 			if (strcmp(v, "on") && strcmp(v, "off"))
 				return usage_error("create", "lazy_refcounts must be on or off, not '%s'", v);
@@ -112,7 +121,10 @@ static int prealloc_task(struct exec *ex, void *arg)
 		if (r == 0 && j->pre == PRE_FULL) {
 			uint64_t cs = 1ULL << in.cluster_bits, n = (in.size + cs - 1) / cs;
 			char *z = calloc(1, cs);
+			struct progress pg;
+			progress_init(&pg, j->progress);
 			for (uint64_t g = 0; z && r == 0 && g < n; g++) {
+				progress(&pg, g + 1, n);
 				enum qcow2_kind k;
 				uint64_t h;
 				r = qcow2_map_cluster(&d, ex, g, &k, &h);
@@ -137,15 +149,17 @@ int cmd_create(int argc, char **argv)
 {
 	static const struct option lo[] = {{"help", no_argument, 0, 'h'},
 	                                   {"force", no_argument, 0, 'x'},
+	                                   {"progress", no_argument, 0, 'p'},
 	                                   {0, 0, 0, 0}};
 	struct qcow2_create_opts o = {0};
 	enum prealloc pre = PRE_OFF;
-	bool force = false;
+	bool force = false, show = false;
 	char *backing = NULL, *bfmt = NULL;
 	int c, r;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+f:o:b:F:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:o:b:F:hp", lo, NULL)) != -1) {
 		switch (c) {
+		case 'p': show = true; break;
 		case 'h':
 			fputs(create_help, stdout);
 			return 0;
@@ -225,7 +239,7 @@ int cmd_create(int argc, char **argv)
 		return r == -EINVAL ? 2 : 1;
 	}
 	if (pre != PRE_OFF) {
-		struct create_job j = {.file = file, .pre = pre};
+		struct create_job j = {.file = file, .pre = pre, .progress = show};
 		if (run_task(prealloc_task, &j) < 0)
 			return 1;
 	}
@@ -238,8 +252,10 @@ static const char resize_help[] =
     "\n"
     "Set the virtual size of FILE to SIZE, or grow/shrink it by SIZE with a\n"
     "leading + or -. Growing relocates the L1 table when it has to. Shrinking\n"
-    "discards everything past the new end and needs --shrink. Raw images are\n"
-    "truncated/extended. The image must not be in use.\n"
+    "needs --shrink and works only over unallocated space: a qcow2 image with\n"
+    "data (or compressed clusters) past the new end is refused, so nothing is\n"
+    "lost; zero clusters there are dropped and the L1 table shrinks. Raw\n"
+    "images are truncated/extended. The image must not be in use.\n"
     "\n"
     "Exit status: 0 resized, 1 failure, 2 bad usage.\n";
 
@@ -262,7 +278,7 @@ static int resize_task(struct exec *ex, void *arg)
 	}
 	const char *s = j->spec;
 	int sign = *s == '+' ? 1 : *s == '-' ? -1 : 0;
-	uint64_t n, cur = d.ops->size(&d), want;
+	uint64_t n, cur = d.ops->size(&d), want, busy = 0;
 	if (parse_size(sign ? s + 1 : s, &n)) {
 		disk_close(&d);
 		return usage_error("resize", "bad size '%s'", s);
@@ -283,7 +299,14 @@ static int resize_task(struct exec *ex, void *arg)
 	else if (want >= cur)
 		r = qcow2_grow(&d, ex, want);
 	else
-		r = qcow2_shrink(&d, ex, want);
+		r = qcow2_shrink(&d, ex, want, &busy);
+	if (r == -ENOTEMPTY) {
+		fprintf(stderr, "qcow-tool resize: %s: data is allocated past the new end (at guest "
+		                "offset %llu); discard it first\n",
+		        j->file, (unsigned long long)busy);
+		disk_close(&d);
+		return 1;
+	}
 	if (r == 0)
 		r = exec_fdatasync(ex, d.fd);
 	disk_close(&d);

@@ -18,12 +18,16 @@ int usage_error(const char *cmd, const char *fmt, const char *arg);
 /* "10", "512K", "1.." with K/M/G/T (1024-based): 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *out);
 
+/* A progress bar on stderr: shown when stderr is a terminal, or when asked
+ * (-p); never otherwise, so scripts' output stays clean. */
 struct progress {
 	bool tty;
 	unsigned last;
 };
-void progress_init(struct progress *p);
+void progress_init(struct progress *p, bool asked);
 void progress(struct progress *p, uint64_t done, uint64_t total);
+/* progress() as a qcow2_progress_fn (arg: a struct progress). */
+void progress_cb(void *arg, uint64_t done, uint64_t total);
 
 typedef int task_fn(struct exec *ex, void *arg);
 /* Run fn(ex, arg) as a task on a fresh executor and return its result. */

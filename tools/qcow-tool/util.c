@@ -65,10 +65,15 @@ void progress(struct progress *p, uint64_t done, uint64_t total)
 		fputc('\n', stderr);
 }
 
-void progress_init(struct progress *p)
+void progress_init(struct progress *p, bool asked)
 {
-	p->tty = isatty(2);
+	p->tty = asked || isatty(2);
 	p->last = 101;
+}
+
+void progress_cb(void *arg, uint64_t done, uint64_t total)
+{
+	progress(arg, done, total);
 }
 
 struct task_ctx {

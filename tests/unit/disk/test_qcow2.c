@@ -1,9 +1,11 @@
 /*
  * disk/qcow2: header validation (every hostile field of hostile-inputs 14,
- * each on its own mutated image), backing chains (loops, depth, missing),
+ * each on its own mutated image), backing chains (loops, depth, missing,
+ * names of FIFOs, devices and directories),
  * hostile L2 entries (15), the L2 cache (hits, misses, LRU eviction), and
- * crash ordering: a failure injected at each write step leaves an image
- * qemu-img check accepts (exit 0 or 3, never 2).
+ * crash ordering: a failure injected at each write step (of guest writes,
+ * and of a grow or shrink) leaves an image qemu-img check accepts (exit 0
+ * or 3, never 2).
  */
 #include <criterion/criterion.h>
 #include <endian.h>
@@ -157,12 +159,30 @@ Test(disk_qcow2_header, feature_bits_dirty_corrupt_autoclear)
 	cr_assert_eq(open_named(&d, "c.qcow2", false, err, sizeof(err)), 0, "%s", err);
 	cr_expect(d.read_only);
 	disk_close(&d);
-	/* dirty: read-write refused (refcounts untrusted), read-only fine */
+	/* dirty: read-only leaves the bit; read-write rebuilds refcounts and clears it */
 	make("d.qcow2", &o);
 	poke64("d.qcow2", 72, 1ULL << 0);
-	cr_expect_eq(open_named(&d, "d.qcow2", false, err, sizeof(err)), -EUCLEAN);
-	cr_expect_not_null(strstr(err, "dirty"), "%s", err);
+	struct qcow2_info di;
 	cr_assert_eq(open_named(&d, "d.qcow2", true, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 1);
+	disk_close(&d);
+	cr_assert_eq(open_named(&d, "d.qcow2", false, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 0, "dirty bit cleared after the rebuild");
+	cr_expect_not(d.read_only);
+	disk_close(&d);
+	cr_assert_eq(open_named(&d, "d.qcow2", true, err, sizeof(err)), 0, "%s", err);
+	qcow2_get_info(&d, &di);
+	cr_expect_eq(di.incompat & 1, 0, "dirty bit cleared on disk too");
+	disk_close(&d);
+	/* dirty with a reference no refcount block covers: cannot be rebuilt, refused */
+	make("dx.qcow2", &o);
+	poke64("dx.qcow2", 72, 1ULL << 0);
+	poke64("dx.qcow2", 3 << 16, (1ULL << 63) | (64ULL << 16)); /* L1[0]: an L2 past EOF */
+	cr_expect_eq(open_named(&d, "dx.qcow2", false, err, sizeof(err)), -EUCLEAN);
+	cr_expect_not_null(strstr(err, "dirty"), "%s", err);
+	cr_assert_eq(open_named(&d, "dx.qcow2", true, err, sizeof(err)), 0, "%s", err);
 	disk_close(&d);
 	/* unknown autoclear bits are cleared by a read-write open, kept by a read-only one */
 	make("a.qcow2", &o);
@@ -234,6 +254,62 @@ Test(disk_qcow2_backing, loops_depth_missing_and_fds)
 	cr_expect(d.backing->read_only, "backing files are read-only");
 	cr_expect_eq(disk_fds(&d, fds, 1), DISK_MAX_CHAIN + 1, "the count even past max");
 	disk_close(&d);
+	rm_tmp();
+}
+
+/*
+ * hostile-inputs 16, path tricks: the backing name is the image's to choose.
+ * A FIFO would block the open forever and a character device may act on
+ * open, so anything but a regular file or block device is refused before
+ * it is opened (the test's timeout catches a hang). Names resolve against
+ * the image's directory ("sub/../x" and symlinks as the file system says),
+ * and whatever is opened is opened read-only.
+ */
+Test(disk_qcow2_backing, path_tricks_fifo_device_directory, .timeout = 30)
+{
+	static const struct {
+		const char *backing, *fmt;
+		int want;
+	} cases[] = {
+	    {"fifo", "raw", -EINVAL},          {"fifo", NULL, -EINVAL},
+	    {"link-to-fifo", "raw", -EINVAL},  {"/dev/null", "raw", -EINVAL},
+	    {"/dev/zero", NULL, -EINVAL},      {".", "raw", -EINVAL},
+	    {"sub", NULL, -EINVAL},            {"sub/../base.raw", "raw", 0},
+	    {"sub/../sub/../base.raw", NULL, 0}, {"link-to-base", "raw", 0},
+	};
+	char err[512], p[128], q[128];
+	struct disk d;
+	mkdir_tmp();
+	pathf(p, sizeof(p), "fifo");
+	cr_assert_eq(mkfifo(p, 0600), 0);
+	pathf(q, sizeof(q), "link-to-fifo");
+	cr_assert_eq(symlink(p, q), 0);
+	pathf(p, sizeof(p), "sub");
+	cr_assert_eq(mkdir(p, 0700), 0);
+	pathf(p, sizeof(p), "base.raw");
+	int fd = open(p, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0 && ftruncate(fd, 1 << 20) == 0);
+	close(fd);
+	pathf(q, sizeof(q), "link-to-base");
+	cr_assert_eq(symlink("base.raw", q), 0);
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qcow2_create_opts o = {.size = 1 << 20, .backing = cases[i].backing,
+		                              .backing_fmt = cases[i].fmt};
+		make("top.qcow2", &o);
+		err[0] = '\0';
+		int r = open_named(&d, "top.qcow2", false, err, sizeof(err));
+		cr_expect_eq(r, cases[i].want, "backing '%s': got %d (%s)", cases[i].backing, r, err);
+		if (cases[i].want == -EINVAL)
+			cr_expect_not_null(strstr(err, "not a regular file or block device"),
+			                   "backing '%s': %s", cases[i].backing, err);
+		if (r == 0) {
+			cr_expect(d.backing && d.backing->read_only, "backing '%s' opened read-write",
+			          cases[i].backing);
+			cr_expect_eq(fcntl(d.backing->fd, F_GETFL) & O_NONBLOCK, 0,
+			             "backing '%s' left O_NONBLOCK", cases[i].backing);
+			disk_close(&d);
+		}
+	}
 	rm_tmp();
 }
 
@@ -443,5 +519,88 @@ Test(disk_qcow2_crash, failure_at_each_write_step_never_corrupts, .timeout = 600
 		}
 		cr_expect(completed, "variant %u: the workload eventually ran clean", v);
 	}
+	rm_tmp();
+}
+
+/*
+ * hostile-inputs 18, an interrupted resize: a grow that must move the L1
+ * table (512-byte clusters: one L1 entry per 32 KiB) and a shrink that
+ * drops L1 entries (over unallocated space only: a shrink over data is
+ * refused), each cut off at every write step in turn (the "crash":
+ * nothing more is written). qemu-img check must accept what is left (0 or
+ * 3, never 2), the image must open at its old or its new size, and the
+ * data below the smaller size must be intact.
+ */
+static uint64_t resize_to;
+static char pattern[64 * 1024];
+
+static int fill(struct exec *ex, struct disk *d)
+{
+	return wr(ex, d, pattern, sizeof(pattern), 0);
+}
+static int grow(struct exec *ex, struct disk *d)
+{
+	return qcow2_grow(d, ex, resize_to);
+}
+static int shrink(struct exec *ex, struct disk *d)
+{
+	uint64_t busy;
+	return qcow2_shrink(d, ex, resize_to, &busy);
+}
+static uint64_t keep_len;
+static int intact(struct exec *ex, struct disk *d)
+{
+	static char got[sizeof(pattern)];
+	int r = rd(ex, d, got, keep_len, 0);
+	return r < 0 ? r : memcmp(got, pattern, keep_len) ? -EILSEQ : 0;
+}
+
+static void resize_cut_everywhere(const char *what, uint64_t from, uint64_t to, body_fn *fn)
+{
+	char err[512], p[128];
+	struct disk d;
+	unsigned completed = 0, cuts = 0;
+	pathf(p, sizeof(p), "r.qcow2");
+	resize_to = to;
+	keep_len = from < to ? from : to;
+	if (keep_len > sizeof(pattern))
+		keep_len = sizeof(pattern);
+	for (uint64_t n = 1; n < 2000 && !completed; n++) {
+		struct qcow2_create_opts o = {.size = from, .cluster_bits = 9};
+		make("r.qcow2", &o);
+		cr_assert_eq(open_named(&d, "r.qcow2", false, err, sizeof(err)), 0, "%s", err);
+		cr_assert_eq(run_on(&d, fill), 0);
+		qcow2_fail_write(&d, n, -EIO);
+		int r = run_on(&d, fn);
+		disk_close(&d);
+		if (r == 0)
+			completed = 1;
+		else
+			cuts++;
+		int c = qemu_img_check(p);
+		cr_assert(c == 0 || c == 3, "%s cut at write %llu (%d): qemu-img check exit %d", what,
+		          (unsigned long long)n, r, c);
+		cr_assert_eq(open_named(&d, "r.qcow2", true, err, sizeof(err)), 0, "%s cut at %llu: %s",
+		             what, (unsigned long long)n, err);
+		uint64_t size = d.ops->size(&d);
+		cr_expect(size == from || size == to, "%s cut at %llu: size %llu", what,
+		          (unsigned long long)n, (unsigned long long)size);
+		cr_expect_eq(run_on(&d, intact), 0, "%s cut at %llu: data below %llu changed", what,
+		             (unsigned long long)n, (unsigned long long)keep_len);
+		disk_close(&d);
+	}
+	cr_expect(completed, "%s never completed", what);
+	cr_expect_gt(cuts, 0, "%s: no write step was cut", what);
+}
+
+Test(disk_qcow2_crash, interrupted_resize_never_corrupts, .timeout = 600)
+{
+	REQUIRE_FACILITY(facility_io_uring(), "io_uring");
+	REQUIRE_FACILITY(have_qemu_img(), "qemu-img (qemu-utils) on PATH");
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (char)(i * 7 + 3);
+	mkdir_tmp();
+	resize_cut_everywhere("grow moving L1", 1 << 20, 64 << 20, grow);
+	resize_cut_everywhere("shrink dropping L1 entries", 1 << 20, 128 << 10, shrink);
 	rm_tmp();
 }
