@@ -10,9 +10,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "async/asan.h"
 #include "async/coro_arch.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(RINGVM_ASAN)
 #define CORO_ASAN 1
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>

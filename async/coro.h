@@ -16,6 +16,8 @@
 #include <ucontext.h>
 #endif
 
+#include "async/asan.h"
+
 /* What a coroutine runs. It must never return: it leaves with coro_exit(). */
 typedef void coro_fn(void *arg);
 
@@ -82,7 +84,7 @@ void coro_arch_swap(struct coro *from, struct coro *to);
  * context currently running. Inline without ASan: one call less on the
  * hottest path (and one return-stack misprediction less).
  */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(RINGVM_ASAN)
 void coro_switch(struct coro *from, struct coro *to);
 #else
 static inline void coro_switch(struct coro *from, struct coro *to)

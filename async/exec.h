@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "async/asan.h"
+
 #define EXEC_WUR __attribute__((warn_unused_result))
 
 struct exec;      /* one executor = one ring = one thread; opaque */
@@ -36,7 +38,7 @@ enum {
 };
 
 /* Default coroutine stack: frames are much bigger under ASan. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(RINGVM_ASAN)
 #define EXEC_STACK_DEFAULT ((size_t)256 * 1024)
 #else
 #define EXEC_STACK_DEFAULT ((size_t)64 * 1024)

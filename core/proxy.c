@@ -348,9 +348,8 @@ static int ctl_msi(struct proxy *p, const struct ipc_ctl_req *q, int fd)
 			return -errno;
 		p->vec[q->vector].irqfd = fd;
 		p->vec[q->vector].gsi = gsi;
-	} else if (fd >= 0) {
-		close(fd); /* already have it; a second one is not needed */
 	}
+	/* A second irqfd for a vector is not needed: the caller closes what was not kept. */
 	return irqroute_set_msi(p->routes, (unsigned)p->vec[q->vector].gsi, q->msi_addr,
 				q->msi_data, !q->masked);
 }
@@ -358,8 +357,11 @@ static int ctl_msi(struct proxy *p, const struct ipc_ctl_req *q, int fd)
 static int ctl_ioeventfd(struct proxy *p, const struct ipc_ctl_req *q, int fd)
 {
 	if (q->bar >= IPC_MAX_BARS || p->bars[q->bar].info.kind == IPC_BAR_NONE ||
-	    q->off >= p->bars[q->bar].info.size || (q->off & 3))
+	    q->off >= p->bars[q->bar].info.size || (q->off & 3)) {
+		if (fd >= 0)
+			close(fd); /* refused: a device must not make us hoard its descriptors */
 		return -EINVAL;
+	}
 	pthread_mutex_lock(&p->state_lock);
 	int r = 0;
 	unsigned i;
@@ -405,7 +407,8 @@ int proxy_handle_ctl(struct proxy *p)
 	switch (q.op) {
 	case IPC_CTL_MSI_ROUTE:
 		r = ctl_msi(p, &q, fd);
-		if (r < 0 && fd >= 0 && p->vec[q.vector < PROXY_MAX_VECTORS ? q.vector : 0].irqfd != fd)
+		/* Closed here, once, whatever the outcome, unless the vector kept it. */
+		if (fd >= 0 && p->vec[q.vector < PROXY_MAX_VECTORS ? q.vector : 0].irqfd != fd)
 			close(fd);
 		break;
 	case IPC_CTL_IOEVENTFD:

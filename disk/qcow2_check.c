@@ -18,7 +18,9 @@ struct walk {
 	struct qcow2 *q;
 	struct qcow2_check *out;
 	uint32_t *ref;
-	uint64_t n; /* clusters in the file */
+	uint8_t *meta; /* per cluster: counted as metadata (header, tables, refcount blocks) */
+	bool overlap;  /* some metadata shares a cluster with something else */
+	uint64_t n;    /* clusters in the file */
 };
 
 /* A corruption; fixable ones are what check -r all repairs (refcounts). */
@@ -37,7 +39,8 @@ static void corrupt(struct walk *w, const char *fmt, unsigned long long a, unsig
 	corrupt_as(w, false, fmt, a, b);
 }
 
-static void count(struct walk *w, uint64_t off, uint64_t len, const char *what)
+/* Count one reference to [off, off + len); meta: the range holds metadata. */
+static void count(struct walk *w, uint64_t off, uint64_t len, const char *what, bool meta)
 {
 	if (!len)
 		return;
@@ -52,6 +55,18 @@ static void count(struct walk *w, uint64_t off, uint64_t len, const char *what)
 			w->out->unfixable++;
 			return;
 		}
+		if (w->ref[c] && (meta || w->meta[c])) {
+			/* Overlapping metadata: a refcount written by a repair could
+			 * land inside a table, so the repair writes nothing at all. */
+			w->overlap = true;
+			w->out->corruptions++;
+			w->out->unfixable++;
+			if (!w->out->first_error[0])
+				snprintf(w->out->first_error, sizeof(w->out->first_error),
+				         "cluster %llu holds metadata and is also used as %s",
+				         (unsigned long long)c, what);
+		}
+		w->meta[c] |= meta;
 		if (w->ref[c] != UINT32_MAX)
 			w->ref[c]++;
 	}
@@ -75,7 +90,7 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 			if (e & QC_COPIED)
 				corrupt(w, "compressed cluster %llu has the copied flag%.0llu",
 				        (unsigned long long)g, 0);
-			count(w, off, len, "compressed data");
+			count(w, off, len, "compressed data", false);
 			w->out->allocated++;
 			w->out->compressed++;
 			continue;
@@ -88,7 +103,7 @@ static int walk_l2(struct walk *w, struct exec *ex, uint64_t l2off, uint64_t l1i
 		}
 		if (!h)
 			continue;
-		count(w, h, q->cs, "data cluster");
+		count(w, h, q->cs, "data cluster", false);
 		if (!(e & QC_ZERO) || q->version < 3)
 			w->out->allocated++;
 		if (prev && h != prev + q->cs)
@@ -122,13 +137,17 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 	if (w.n > MAX_CHECK_CLUSTERS)
 		return -EFBIG;
 	w.ref = calloc(w.n ? w.n : 1, sizeof(*w.ref));
-	if (!w.ref)
+	w.meta = calloc(w.n ? w.n : 1, 1);
+	if (!w.ref || !w.meta) {
+		free(w.ref);
+		free(w.meta);
 		return -ENOMEM;
+	}
 	out->image_end = q->file_end;
 	out->total = (q->size + q->cs - 1) >> q->cluster_bits;
-	count(&w, 0, q->cs, "header");
-	count(&w, q->l1_off, (uint64_t)q->l1_size * 8, "L1 table");
-	count(&w, q->rt_off, (uint64_t)q->rt_clusters * q->cs, "refcount table");
+	count(&w, 0, q->cs, "header", true);
+	count(&w, q->l1_off, (uint64_t)q->l1_size * 8, "L1 table", true);
+	count(&w, q->rt_off, (uint64_t)q->rt_clusters * q->cs, "refcount table", true);
 	int r = 0;
 	uint64_t steps = q->l1_size + q->rt_entries, done = 0;
 	for (uint64_t b = 0; b < q->rt_entries; b++) {
@@ -140,7 +159,7 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 			        (unsigned long long)off);
 			continue;
 		}
-		count(&w, off, q->cs, "refcount block");
+		count(&w, off, q->cs, "refcount block", true);
 	}
 	for (uint64_t i = 0; i < q->l1_size; i++) {
 		uint64_t e = qc_get64(q->l1, i), off = e & QC_OFF_MASK;
@@ -155,7 +174,7 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 		}
 		if (!off)
 			continue;
-		count(&w, off, q->cs, "L2 table");
+		count(&w, off, q->cs, "L2 table", true);
 		if (off + q->cs > q->file_end)
 			continue;
 		r = walk_l2(&w, ex, off, i);
@@ -183,7 +202,8 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 			else
 				corrupt_as(&w, true, "cluster %llu: refcount %llu below its references",
 				        (unsigned long long)c, (unsigned long long)rc);
-			if ((repair & QCOW2_REPAIR_ALL) || (leak && (repair & QCOW2_REPAIR_LEAKS))) {
+			if (!w.overlap &&
+			    ((repair & QCOW2_REPAIR_ALL) || (leak && (repair & QCOW2_REPAIR_LEAKS)))) {
 				if (want > q->rc_max)
 					continue;
 				r = qc_set_refcount(q, ex, c, want);
@@ -210,7 +230,9 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 		/* What remains after the repair (copied flags follow the new refcounts). */
 		struct qcow2_check again;
 		free(w.ref);
+		free(w.meta);
 		w.ref = NULL;
+		w.meta = NULL;
 		r = qcow2_check(d, ex, 0, &again);
 		if (r == 0) {
 			again.fixed_leaks = out->fixed_leaks;
@@ -222,5 +244,6 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 	}
 out:
 	free(w.ref);
+	free(w.meta);
 	return r;
 }

@@ -235,6 +235,15 @@ static void setup(struct net *n)
 	c->mtu = htole16((uint16_t)(n->opts.mtu ? n->opts.mtu : b->mtu));
 }
 
+/* What every way of creating the device shares, once opts and be are set. */
+static void finish_create(struct net *n)
+{
+	if (n->be.mtu > NET_MAX_MTU)
+		n->be.mtu = NET_MAX_MTU;
+	n->npairs = n->opts.queues;
+	setup(n);
+}
+
 static int net_create(const struct registry_ctx *ctx, const char *opts, void **state)
 {
 	char err[256];
@@ -260,12 +269,20 @@ static int net_create(const struct registry_ctx *ctx, const char *opts, void **s
 		free(n);
 		return r;
 	}
-	if (n->be.mtu > NET_MAX_MTU)
-		n->be.mtu = NET_MAX_MTU;
-	n->npairs = n->opts.queues;
-	setup(n);
+	finish_create(n);
 	*state = n;
 	return 0;
+}
+
+struct net *net_create_on(const struct net_opts *o, const struct net_backend *be)
+{
+	struct net *n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->opts = *o;
+	n->be = *be;
+	finish_create(n);
+	return n;
 }
 
 static void net_destroy(void *state)

@@ -65,6 +65,13 @@ struct net {
 	struct net_stats st;
 };
 
+/*
+ * The device on a backend the caller already opened (fuzzers and tests
+ * bring their own ops): o->queues pairs, be taken over (closed by
+ * net_entry.destroy). NULL when out of memory.
+ */
+struct net *net_create_on(const struct net_opts *o, const struct net_backend *be);
+
 /* TX queue kick: send every available frame (net_io.c). */
 int net_tx_kick(struct net *n, struct virtio_queue *q, unsigned pair);
 

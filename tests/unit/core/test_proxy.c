@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
@@ -233,3 +234,49 @@ Test(core_proxy, vm_control_validation, .timeout = 30)
 	cr_assert_eq(proxy_handle_ctl(&px), -EBADMSG);
 	stop();
 }
+
+static unsigned open_fds(void)
+{
+	unsigned n = 0;
+	for (int fd = 0; fd < 1024; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/* Send q with a fresh eventfd (our copy closed at once) and return the result. */
+static int ctl_call_fd(struct ipc_ctl_req *q)
+{
+	int fd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ipc_send(ctl_dev, q, sizeof(*q), &fd, 1), 0);
+	close(fd);
+	int r = proxy_handle_ctl(&px);
+	struct ipc_ctl_resp resp;
+	cr_assert_eq(ipc_recv(ctl_dev, &resp, sizeof(resp), NULL, 0, NULL), 0);
+	return r < 0 ? r : resp.result;
+}
+
+/* Found by the ipc fuzz target: a refused ioeventfd request kept its descriptor open. */
+Test(core_proxy, refused_requests_close_their_descriptors, .timeout = 30)
+{
+	start(FAKE_GOOD);
+	unsigned before = open_fds();
+	static const struct ipc_ctl_req bad[] = {
+	    {.op = IPC_CTL_IOEVENTFD, .bar = 1, .assign = 1},              /* no such BAR */
+	    {.op = IPC_CTL_IOEVENTFD, .bar = 9, .assign = 1},              /* past the BAR list */
+	    {.op = IPC_CTL_IOEVENTFD, .off = 0x4000, .assign = 1},         /* past the BAR's end */
+	    {.op = IPC_CTL_IOEVENTFD, .off = 0x2002, .assign = 1},         /* unaligned */
+	    {.op = IPC_CTL_IOEVENTFD, .off = 0x2000, .assign = 0},         /* nothing to remove */
+	    {.op = IPC_CTL_MSI_ROUTE, .vector = PROXY_MAX_VECTORS},        /* no such vector */
+	    {.op = IPC_CTL_MSI_ROUTE, .msi_addr = 0x1000},                 /* outside the LAPIC */
+	    {.op = 99},                                                    /* unknown */
+	};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ipc_ctl_req q = bad[i];
+		q.seq = i + 1;
+		cr_assert_lt(ctl_call_fd(&q), 0, "case %u accepted", i);
+		cr_assert_eq(open_fds(), before, "case %u left a descriptor open in the main process", i);
+	}
+	stop();
+}
+

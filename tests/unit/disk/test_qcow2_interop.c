@@ -409,6 +409,29 @@ Test(qcow_tool, check_exit_codes_match_qemu_img, .timeout = 300)
 	rm_dir();
 }
 
+/* Found by the qcow_tool fuzz target: a repair that raised the refcount of a
+ * refcount block also used as an L2 table wrote into that table. */
+Test(qcow_tool, repair_refuses_overlapping_metadata, .timeout = 300)
+{
+	need_tool();
+	cr_assert_eq(sh("cd %s && qemu-img create -q -f qcow2 o.qcow2 8M && "
+	                "qemu-io -c 'write 0 64k' o.qcow2 >/dev/null",
+	                dir),
+	             0);
+	/* L1 entry 0 now points at the first refcount block (cluster 2, at 128K) */
+	cr_assert_eq(sh("cd %s && l1=$((0x$(od -An -tx1 -j40 -N8 o.qcow2 | tr -d ' \\n'))) && "
+	                "printf '\\200\\000\\000\\000\\000\\002\\000\\000' | "
+	                "dd of=o.qcow2 bs=1 seek=$l1 conv=notrunc status=none && cp o.qcow2 copy.qcow2",
+	                dir),
+	             0);
+	cr_expect_eq(sh("cd %s && qemu-img check -q o.qcow2 >/dev/null 2>&1", dir), 2);
+	cr_expect_eq(sh("cd %s && %s check o.qcow2 | grep -q 'holds metadata'", dir, QCOW_TOOL), 0);
+	cr_expect_eq(sh("cd %s && %s check -r all o.qcow2 >/dev/null", dir, QCOW_TOOL), 2,
+	             "overlapping metadata cannot be repaired by refcounts");
+	cr_expect_eq(sh("cd %s && cmp -s o.qcow2 copy.qcow2", dir), 0, "the repair wrote nothing");
+	rm_dir();
+}
+
 Test(qcow_tool, convert_and_resize_against_qemu_img, .timeout = 300)
 {
 	need_tool();
