@@ -160,6 +160,9 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 			continue;
 		}
 		count(&w, off, q->cs, "refcount block", true);
+		if (off < q->file_end && off + q->cs > q->file_end)
+			corrupt(&w, "refcount block at %#llx extends past the end of the file%.0llu",
+			        (unsigned long long)off, 0);
 	}
 	for (uint64_t i = 0; i < q->l1_size; i++) {
 		uint64_t e = qc_get64(q->l1, i), off = e & QC_OFF_MASK;
@@ -175,8 +178,15 @@ int qcow2_check_progress(struct disk *d, struct exec *ex, unsigned repair,
 		if (!off)
 			continue;
 		count(&w, off, q->cs, "L2 table", true);
-		if (off + q->cs > q->file_end)
+		if (off >= q->file_end)
+			continue; /* counted as a corruption above */
+		if (off + q->cs > q->file_end) {
+			/* Cut by the end of the file: the next cluster allocated at the
+			 * end would land inside it (QEMU always writes tables whole). */
+			corrupt(&w, "L2 table at %#llx extends past the end of the file%.0llu",
+			        (unsigned long long)off, 0);
 			continue;
+		}
 		r = walk_l2(&w, ex, off, i);
 		if (r < 0)
 			goto out;
