@@ -142,6 +142,27 @@ void disk_close(struct disk *d);
 bool disk_write_is_format_probe(const struct disk *d, const struct iovec *iov, unsigned n,
                                 uint64_t off);
 
+/*
+ * Drop the first n bytes of iov[i..cnt) after a short transfer and return
+ * the new start index, past any empty entries (so a resubmission never
+ * starts with one). Shared by the raw and qcow2 retry loops.
+ */
+static inline unsigned disk_iov_consume(struct iovec *iov, unsigned cnt, unsigned i, size_t n)
+{
+	while (n && i < cnt) {
+		if (n < iov[i].iov_len) {
+			iov[i].iov_base = (char *)iov[i].iov_base + n;
+			iov[i].iov_len -= n;
+			break;
+		}
+		n -= iov[i].iov_len;
+		i++;
+	}
+	while (i < cnt && !iov[i].iov_len)
+		i++;
+	return i;
+}
+
 /* The raw format (disk/raw.c). */
 extern const struct disk_ops disk_raw_ops;
 /* The qcow2 format (disk/qcow2*.c, disk/qcow2.h). */

@@ -69,24 +69,11 @@ int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, 
 	}
 	if (r == 0 && total)
 		return -EIO;
-	if (r > 0) { /* short: continue after what was written */
+	if (r > 0) /* short: continue after what was written */
 		done = (uint64_t)r;
-		size_t k = (size_t)r;
-		while (k && i < n) {
-			if (k < iov[i].iov_len) {
-				iov[i].iov_base = (char *)iov[i].iov_base + k;
-				iov[i].iov_len -= k;
-				k = 0;
-			} else {
-				k -= iov[i].iov_len;
-				i++;
-			}
-		}
-	} else if (r < 0 && r != -EINTR && r != -EAGAIN) {
+	else if (r < 0 && r != -EINTR && r != -EAGAIN)
 		return r;
-	}
-	while (i < n && !iov[i].iov_len)
-		i++;
+	i = disk_iov_consume(iov, n, 0, r > 0 ? (size_t)r : 0);
 	while (i < n) {
 		r = exec_writev(ex, q->fd, iov + i, n - i, off + done);
 		if (r == -EINTR || r == -EAGAIN) {
@@ -99,19 +86,7 @@ int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, 
 		if (r == 0)
 			return -EIO;
 		done += (uint64_t)r;
-		size_t k = (size_t)r;
-		while (k && i < n) {
-			if (k < iov[i].iov_len) {
-				iov[i].iov_base = (char *)iov[i].iov_base + k;
-				iov[i].iov_len -= k;
-				k = 0;
-			} else {
-				k -= iov[i].iov_len;
-				i++;
-			}
-		}
-		while (i < n && !iov[i].iov_len)
-			i++;
+		i = disk_iov_consume(iov, n, i, (size_t)r);
 	}
 out:
 	if (off + done > q->file_end)

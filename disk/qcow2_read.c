@@ -49,19 +49,7 @@ static int preadv_host(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsi
 			return 0;
 		}
 		off += (uint64_t)r;
-		size_t k = (size_t)r;
-		while (k && i < n) {
-			if (k < iov[i].iov_len) {
-				iov[i].iov_base = (char *)iov[i].iov_base + k;
-				iov[i].iov_len -= k;
-				k = 0;
-			} else {
-				k -= iov[i].iov_len;
-				i++;
-			}
-		}
-		while (i < n && !iov[i].iov_len)
-			i++;
+		i = disk_iov_consume(iov, n, i, (size_t)r);
 	}
 	return 0;
 }

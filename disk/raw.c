@@ -12,24 +12,6 @@
 /* Retries of a transfer that makes no progress (EINTR/EAGAIN) before giving up. */
 #define RAW_MAX_RETRIES 8
 
-/* Drop the first n bytes of the iovec array; returns the new start index. */
-static unsigned iov_consume(struct iovec *iov, unsigned cnt, unsigned i, size_t n)
-{
-	while (n && i < cnt) {
-		if (n < iov[i].iov_len) {
-			iov[i].iov_base = (char *)iov[i].iov_base + n;
-			iov[i].iov_len -= n;
-			return i;
-		}
-		n -= iov[i].iov_len;
-		i++;
-	}
-	/* Skip empty entries so a submission never starts with one. */
-	while (i < cnt && !iov[i].iov_len)
-		i++;
-	return i;
-}
-
 static size_t iov_total(const struct iovec *iov, unsigned n)
 {
 	size_t t = 0;
@@ -42,7 +24,7 @@ static int64_t raw_xfer(struct disk *d, struct exec *ex, struct iovec *iov, unsi
                         uint64_t off, bool write)
 {
 	size_t len = iov_total(iov, n), done = 0;
-	unsigned i = iov_consume(iov, n, 0, 0), retries = 0;
+	unsigned i = disk_iov_consume(iov, n, 0, 0), retries = 0;
 
 	/* The common case is one operation; the loop only continues short ones
 	 * (signals, a file that ends before the disk does). */
@@ -67,7 +49,7 @@ static int64_t raw_xfer(struct disk *d, struct exec *ex, struct iovec *iov, unsi
 			return (int64_t)len;
 		}
 		done += (size_t)r;
-		i = iov_consume(iov, n, i, (size_t)r);
+		i = disk_iov_consume(iov, n, i, (size_t)r);
 	}
 	return (int64_t)done;
 }
