@@ -10,17 +10,13 @@
 #include <string.h>
 
 #include "devices/virtio/blk.h"
+#include "devices/virtio/opts.h"
 #include "devices/virtio/virtio_device.h"
 
 static int bad(char *err, size_t errlen, const char *what, const char *val, size_t n)
 {
 	snprintf(err, errlen, "--block: %s '%.*s'", what, (int)n, val);
 	return -EINVAL;
-}
-
-static bool eq(const char *s, size_t n, const char *lit)
-{
-	return strlen(lit) == n && memcmp(s, lit, n) == 0;
 }
 
 static int parse_uint(const char *v, size_t n, unsigned max, unsigned *out)
@@ -65,20 +61,15 @@ int blk_parse_opts(const char *opts, unsigned ncpus, struct blk_opts *o, char *e
 	if (!opts)
 		opts = "";
 
-	for (const char *p = opts, *end; *p; p = *end ? end + 1 : end) {
-		end = strchr(p, ',');
-		if (!end)
-			end = p + strlen(p);
-		size_t n = (size_t)(end - p);
-		const char *eqs = memchr(p, '=', n);
-		size_t klen = eqs ? (size_t)(eqs - p) : n;
-		const char *v = eqs ? eqs + 1 : NULL;
-		size_t vlen = eqs ? (size_t)(end - v) : 0;
+	struct opt_item it;
+	for (const char *cur = opts; opt_next(&cur, &it);) {
+		const char *p = it.item, *v = it.val;
+		size_t n = it.n, klen = it.klen, vlen = it.vlen;
 
 		if (!n)
 			return bad(err, errlen, "empty item in", opts, strlen(opts));
-		if ((eq(p, klen, "path") && v) || (!v && p == opts && !eq(p, n, "ro") &&
-		                                  !eq(p, n, "direct"))) {
+		if ((opt_eq(p, klen, "path") && v) ||
+		    (!v && p == opts && !opt_eq(p, n, "ro") && !opt_eq(p, n, "direct"))) {
 			if (!v) {
 				v = p;
 				vlen = n;
@@ -90,48 +81,54 @@ int blk_parse_opts(const char *opts, unsigned ncpus, struct blk_opts *o, char *e
 			memcpy(o->path, v, vlen);
 			o->path[vlen] = 0;
 			have_path = true;
-		} else if (eq(p, klen, "format") && v) {
-			if (eq(v, vlen, "raw"))
+		} else if (opt_eq(p, klen, "format") && v) {
+			if (opt_eq(v, vlen, "raw"))
 				o->format = DISK_FORMAT_RAW;
-			else if (eq(v, vlen, "qcow2"))
+			else if (opt_eq(v, vlen, "qcow2"))
 				o->format = DISK_FORMAT_QCOW2;
-			else if (eq(v, vlen, "auto"))
+			else if (opt_eq(v, vlen, "auto"))
 				o->format = DISK_FORMAT_AUTO;
 			else
-				return bad(err, errlen, "format must be raw, qcow2 or auto, not", v, vlen);
-		} else if (eq(p, n, "ro") || (eq(p, klen, "ro") && v)) {
-			if (v && !eq(v, vlen, "on") && !eq(v, vlen, "true") && !eq(v, vlen, "off") &&
-			    !eq(v, vlen, "false"))
-				return bad(err, errlen, "ro takes no value or on/off, not", v, vlen);
-			o->read_only = !v || eq(v, vlen, "on") || eq(v, vlen, "true");
-		} else if (eq(p, n, "direct") || (eq(p, klen, "direct") && v)) {
-			if (v && !eq(v, vlen, "on") && !eq(v, vlen, "true") && !eq(v, vlen, "off") &&
-			    !eq(v, vlen, "false"))
-				return bad(err, errlen, "direct takes no value or on/off, not", v, vlen);
-			o->direct = !v || eq(v, vlen, "on") || eq(v, vlen, "true");
-		} else if (eq(p, klen, "id") && v) {
+				return bad(err, errlen, "format must be raw, qcow2 or auto, not", v,
+				           vlen);
+		} else if (opt_eq(p, n, "ro") || (opt_eq(p, klen, "ro") && v)) {
+			if (v && !opt_eq(v, vlen, "on") && !opt_eq(v, vlen, "true") &&
+			    !opt_eq(v, vlen, "off") && !opt_eq(v, vlen, "false"))
+				return bad(err, errlen, "ro takes no value or on/off, not", v,
+				           vlen);
+			o->read_only = !v || opt_eq(v, vlen, "on") || opt_eq(v, vlen, "true");
+		} else if (opt_eq(p, n, "direct") || (opt_eq(p, klen, "direct") && v)) {
+			if (v && !opt_eq(v, vlen, "on") && !opt_eq(v, vlen, "true") &&
+			    !opt_eq(v, vlen, "off") && !opt_eq(v, vlen, "false"))
+				return bad(err, errlen, "direct takes no value or on/off, not", v,
+				           vlen);
+			o->direct = !v || opt_eq(v, vlen, "on") || opt_eq(v, vlen, "true");
+		} else if (opt_eq(p, klen, "id") && v) {
 			if (!vlen || vlen > BLK_ID_BYTES)
 				return bad(err, errlen, "id must be 1 to 20 bytes, not", v, vlen);
 			for (size_t i = 0; i < vlen; i++)
 				if (v[i] < 0x21 || v[i] > 0x7e)
-					return bad(err, errlen, "id must be printable ASCII without spaces:",
-					           v, vlen);
+					return bad(err, errlen,
+					           "id must be printable ASCII without spaces:", v,
+					           vlen);
 			memcpy(o->id, v, vlen);
 			o->id[vlen] = 0;
 			o->id_set = true;
-		} else if (eq(p, klen, "queues") && v) {
+		} else if (opt_eq(p, klen, "queues") && v) {
 			if (parse_uint(v, vlen, VIRTIO_MAX_QUEUES, &o->queues) < 0 || !o->queues)
 				return bad(err, errlen, "queues must be 1..16, not", v, vlen);
-		} else if (eq(p, klen, "queue-size") && v) {
+		} else if (opt_eq(p, klen, "queue-size") && v) {
 			unsigned qs;
-			if (parse_uint(v, vlen, VIRTQ_MAX_SIZE, &qs) < 0 || qs < 2 || (qs & (qs - 1)))
-				return bad(err, errlen, "queue-size must be a power of two 2..256, not", v,
+			if (parse_uint(v, vlen, VIRTQ_MAX_SIZE, &qs) < 0 || qs < 2 ||
+			    (qs & (qs - 1)))
+				return bad(err, errlen,
+				           "queue-size must be a power of two 2..256, not", v,
 				           vlen);
 			o->queue_size = qs;
-		} else if (eq(p, klen, "discard") && v) {
-			if (eq(v, vlen, "on"))
+		} else if (opt_eq(p, klen, "discard") && v) {
+			if (opt_eq(v, vlen, "on"))
 				o->discard = true;
-			else if (eq(v, vlen, "off"))
+			else if (opt_eq(v, vlen, "off"))
 				o->discard = false;
 			else
 				return bad(err, errlen, "discard must be on or off, not", v, vlen);
@@ -189,7 +186,8 @@ static void check_dz(const struct blk_geom *g, struct virtq_reader *rd, uint32_t
 			r->status = VIRTIO_BLK_S_UNSUPP;
 			return;
 		}
-		if (s->num_sectors > BLK_MAX_DZ_SECTORS || !in_range(g, s->sector, s->num_sectors)) {
+		if (s->num_sectors > BLK_MAX_DZ_SECTORS ||
+		    !in_range(g, s->sector, s->num_sectors)) {
 			r->status = VIRTIO_BLK_S_IOERR;
 			return;
 		}

@@ -9,11 +9,7 @@
 #include <string.h>
 
 #include "devices/virtio/net.h"
-
-static bool eq(const char *s, size_t n, const char *lit)
-{
-	return strlen(lit) == n && memcmp(s, lit, n) == 0;
-}
+#include "devices/virtio/opts.h"
 
 static int bad(char *err, size_t errlen, const char *what, const char *v, size_t vlen)
 {
@@ -70,47 +66,46 @@ int net_parse_opts(const char *opts, struct net_opts *o, char *err, size_t errle
 	o->queues = 1;
 	if (!opts)
 		opts = "";
-	for (const char *p = opts, *end; *p; p = *end ? end + 1 : end) {
-		end = strchr(p, ',');
-		if (!end)
-			end = p + strlen(p);
-		size_t n = (size_t)(end - p);
-		const char *eqs = memchr(p, '=', n);
-		size_t klen = eqs ? (size_t)(eqs - p) : n;
-		const char *v = eqs ? eqs + 1 : "";
-		size_t vlen = eqs ? (size_t)(end - v) : 0;
+	struct opt_item it;
+	for (const char *cur = opts; opt_next(&cur, &it);) {
+		const char *p = it.item, *v = it.val ? it.val : "", *eqs = it.val;
+		size_t n = it.n, klen = it.klen, vlen = it.vlen;
 		if (!n)
 			return bad(err, errlen, "empty item in", opts, strlen(opts));
 		if (!eqs)
 			return bad(err, errlen, "expected KEY=VALUE, got", p, n);
-		if (eq(p, klen, "tap")) {
+		if (opt_eq(p, klen, "tap")) {
 			if (have_tap || have_fd)
 				return bad(err, errlen, "only one of tap= and tap-fd=, got", p, n);
 			if (!vlen || vlen >= sizeof(o->tap) || memchr(v, '/', vlen))
-				return bad(err, errlen, "tap must be an interface name of 1..15 bytes, not",
-				           v, vlen);
+				return bad(err, errlen,
+				           "tap must be an interface name of 1..15 bytes, not", v,
+				           vlen);
 			memcpy(o->tap, v, vlen);
 			o->tap[vlen] = 0;
 			have_tap = true;
-		} else if (eq(p, klen, "tap-fd")) {
+		} else if (opt_eq(p, klen, "tap-fd")) {
 			unsigned fd;
 			if (have_tap || have_fd)
 				return bad(err, errlen, "only one of tap= and tap-fd=, got", p, n);
 			if (parse_uint(v, vlen, 1u << 20, &fd) < 0 || fd < 3)
-				return bad(err, errlen, "tap-fd must be a descriptor number >= 3, not", v,
-				           vlen);
+				return bad(err, errlen,
+				           "tap-fd must be a descriptor number >= 3, not", v, vlen);
 			o->tap_fd = (int)fd;
 			have_fd = true;
-		} else if (eq(p, klen, "mac")) {
+		} else if (opt_eq(p, klen, "mac")) {
 			if (parse_mac(v, vlen, o->mac) < 0)
-				return bad(err, errlen, "mac must be XX:XX:XX:XX:XX:XX, not", v, vlen);
+				return bad(err, errlen, "mac must be XX:XX:XX:XX:XX:XX, not", v,
+				           vlen);
 			if (o->mac[0] & 1)
-				return bad(err, errlen, "mac must be a unicast address, not", v, vlen);
+				return bad(err, errlen, "mac must be a unicast address, not", v,
+				           vlen);
 			o->mac_set = true;
-		} else if (eq(p, klen, "queues")) {
+		} else if (opt_eq(p, klen, "queues")) {
 			if (parse_uint(v, vlen, NET_MAX_PAIRS, &o->queues) < 0 || !o->queues)
-				return bad(err, errlen, "queues must be 1..4 (queue pairs), not", v, vlen);
-		} else if (eq(p, klen, "mtu")) {
+				return bad(err, errlen, "queues must be 1..4 (queue pairs), not", v,
+				           vlen);
+		} else if (opt_eq(p, klen, "mtu")) {
 			if (parse_uint(v, vlen, NET_MAX_MTU, &o->mtu) < 0 || o->mtu < NET_MIN_MTU)
 				return bad(err, errlen, "mtu must be 68..65535, not", v, vlen);
 		} else {
@@ -122,7 +117,8 @@ int net_parse_opts(const char *opts, struct net_opts *o, char *err, size_t errle
 		return -EINVAL;
 	}
 	if (have_fd && o->queues > 1) {
-		snprintf(err, errlen, "--net: tap-fd= gives one queue pair; queues=N needs tap=NAME");
+		snprintf(err, errlen,
+		         "--net: tap-fd= gives one queue pair; queues=N needs tap=NAME");
 		return -EINVAL;
 	}
 	return 0;

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "devices/virtio/vsock.h"
+#include "devices/virtio/opts.h"
 
 void vsock_hdr_from_le(struct vsock_hdr *h)
 {
@@ -57,11 +58,6 @@ static int parse_u32(const char *s, size_t n, uint32_t max, uint32_t *out)
 	return 0;
 }
 
-static bool eq(const char *s, size_t n, const char *lit)
-{
-	return strlen(lit) == n && memcmp(s, lit, n) == 0;
-}
-
 static int bad(char *err, size_t errlen, const char *what, const char *v, size_t vlen)
 {
 	snprintf(err, errlen, "--vsock: %s '%.*s'", what, (int)(vlen > 64 ? 64 : vlen), v);
@@ -74,31 +70,28 @@ int vsock_parse_opts(const char *opts, struct vsock_opts *o, char *err, size_t e
 	memset(o, 0, sizeof(*o));
 	if (!opts)
 		opts = "";
-	for (const char *p = opts, *end; *p; p = *end ? end + 1 : end) {
-		end = strchr(p, ',');
-		if (!end)
-			end = p + strlen(p);
-		size_t n = (size_t)(end - p);
-		const char *eqs = memchr(p, '=', n);
-		size_t klen = eqs ? (size_t)(eqs - p) : n;
-		const char *v = eqs ? eqs + 1 : "";
-		size_t vlen = eqs ? (size_t)(end - v) : 0;
+	struct opt_item it;
+	for (const char *cur = opts; opt_next(&cur, &it);) {
+		const char *p = it.item, *v = it.val ? it.val : "", *eqs = it.val;
+		size_t n = it.n, klen = it.klen, vlen = it.vlen;
 		if (!n)
 			return bad(err, errlen, "empty item in", opts, strlen(opts));
 		if (!eqs)
 			return bad(err, errlen, "expected KEY=VALUE, got", p, n);
-		if (eq(p, klen, "cid")) {
+		if (opt_eq(p, klen, "cid")) {
 			if (have_cid)
 				return bad(err, errlen, "cid given twice:", p, n);
-			if (parse_u32(v, vlen, VSOCK_MAX_CID, &o->cid) < 0 || o->cid < VSOCK_MIN_CID)
+			if (parse_u32(v, vlen, VSOCK_MAX_CID, &o->cid) < 0 ||
+			    o->cid < VSOCK_MIN_CID)
 				return bad(err, errlen, "cid must be 3..4294967294, not", v, vlen);
 			have_cid = true;
-		} else if (eq(p, klen, "uds")) {
+		} else if (opt_eq(p, klen, "uds")) {
 			/* PATH_<port> must fit too: "_" and up to 10 digits. */
 			if (have_uds)
 				return bad(err, errlen, "uds given twice:", p, n);
 			if (!vlen || vlen + 11 >= sizeof(o->uds))
-				return bad(err, errlen, "uds must be a path of 1..96 bytes, not", v, vlen);
+				return bad(err, errlen, "uds must be a path of 1..96 bytes, not", v,
+				           vlen);
 			memcpy(o->uds, v, vlen);
 			o->uds[vlen] = 0;
 			have_uds = true;
