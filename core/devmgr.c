@@ -93,8 +93,13 @@ static int child_main(void *arg)
 	return devproc_main(&c->dp);
 }
 
-static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsigned slot,
-		     uint64_t *mmio_next)
+static void log_spawn_failure(const char *option, int r, const struct jail_child *c)
+{
+	log_error("device %s: cannot start its process: %s%s%s", option, strerror(-r),
+		  c->failed_stage[0] ? " at step " : "", c->failed_stage);
+}
+
+static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsigned slot)
 {
 	int bus[2] = {-1, -1}, ctl[2] = {-1, -1};
 	int r;
@@ -142,18 +147,15 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 		.pre_seccomp_arg = &ca.dp,
 	};
 	struct jail_child child;
-	r = jail_spawn(&jc, child_main, &ca, &child);
+	r = jail_spawn_start(&jc, child_main, &ca, &child);
 	if (r < 0) {
-		log_error("device %s: cannot start its process: %s%s%s", d->entry->option,
-			  strerror(-r), child.failed_stage[0] ? " at step " : "",
-			  child.failed_stage);
+		log_spawn_failure(d->entry->option, r, &child);
 		goto err;
 	}
 	close(bus[1]);
 	close(ctl[1]);
 	d->has_proxy = true;
-	r = proxy_init(&d->proxy, vm, &m->routes, d->entry->option, slot, bus[0], ctl[0], &child,
-		       mmio_next);
+	r = proxy_start(&d->proxy, vm, &m->routes, d->entry->option, slot, bus[0], ctl[0], &child);
 	d->proxy.dev_vmctl = d->entry->vmctl;
 	d->proxy.dev_state = d->state;
 	return r;
@@ -179,13 +181,30 @@ int devmgr_create(struct vm *vm)
 		return -errno;
 	if (cfg->ndevs == 0)
 		return 0; /* no MSI routes to manage: leave KVM's default routing alone */
-	int r = irqroute_init(&m->routes, vm->vm_fd);
+	int r = irqroute_prepare(&m->routes, vm->vm_fd);
 	if (r < 0) {
-		log_error("KVM_SET_GSI_ROUTING: %s", strerror(-r));
+		log_error("cannot set up the interrupt routes: %s", strerror(-r));
 		return r;
 	}
 	m->routes_ok = true;
-	uint64_t mmio_next = X86_PCI_MMIO_START;
+	return 0;
+}
+
+int devmgr_commit_routes(void *arg)
+{
+	struct vm *vm = arg;
+	struct devmgr *m = vm->devmgr;
+	if (!m || !m->routes_ok)
+		return 0;
+	/* No logging here: this runs on a helper thread while devices are forked. */
+	return irqroute_commit(&m->routes);
+}
+
+int devmgr_spawn(struct vm *vm)
+{
+	const struct vm_config *cfg = vm->cfg;
+	struct devmgr *m = vm->devmgr;
+	int r;
 	for (unsigned i = 0; i < cfg->ndevs; i++) {
 		struct devmgr_dev *d = &m->dev[m->n++];
 		d->entry = cfg->devs[i].entry;
@@ -199,7 +218,26 @@ int devmgr_create(struct vm *vm)
 				  strerror(-r));
 			return r;
 		}
-		r = spawn_one(vm, m, d, i + 1, &mmio_next);
+		r = spawn_one(vm, m, d, i + 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int devmgr_connect(struct vm *vm)
+{
+	struct devmgr *m = vm->devmgr;
+	uint64_t mmio_next = X86_PCI_MMIO_START;
+	for (unsigned i = 0; i < m->n; i++) {
+		struct proxy *p = &m->dev[i].proxy;
+		int r = jail_spawn_finish(&p->child);
+		if (r < 0) {
+			log_spawn_failure(m->dev[i].entry->option, r, &p->child);
+			atomic_store(&p->dead, true); /* reaped: nothing to shut down */
+			return r;
+		}
+		r = proxy_connect(p, &mmio_next);
 		if (r < 0)
 			return r;
 	}

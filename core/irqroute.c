@@ -8,13 +8,13 @@
 
 #define LEGACY_ENTRIES (16 * 2 + 8) /* 0-15 on PIC + IOAPIC, 16-23 IOAPIC only */
 
+#define MAX_ENTRIES (LEGACY_ENTRIES + IRQROUTE_MAX_MSI)
+
+/* Rebuild the table in r->table and hand it to KVM. Allocates nothing. Caller holds r->lock. */
 static int push(struct irqroute *r)
 {
-	size_t max = LEGACY_ENTRIES + IRQROUTE_MAX_MSI;
-	struct kvm_irq_routing *t =
-		calloc(1, sizeof(*t) + max * sizeof(struct kvm_irq_routing_entry));
-	if (!t)
-		return -ENOMEM;
+	struct kvm_irq_routing *t = r->table;
+	memset(t, 0, sizeof(*t) + MAX_ENTRIES * sizeof(struct kvm_irq_routing_entry));
 	unsigned n = 0;
 	for (unsigned gsi = 0; gsi < 24; gsi++) {
 		if (gsi < 16 && gsi != 2) {
@@ -49,19 +49,37 @@ static int push(struct irqroute *r)
 		n++;
 	}
 	t->nr = n;
-	int ret = ioctl(r->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? -errno : 0;
-	free(t);
+	return ioctl(r->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? -errno : 0;
+}
+
+int irqroute_prepare(struct irqroute *r, int vm_fd)
+{
+	memset(r, 0, sizeof(*r));
+	r->vm_fd = vm_fd;
+	r->table = calloc(1, sizeof(*r->table) + MAX_ENTRIES * sizeof(struct kvm_irq_routing_entry));
+	if (!r->table)
+		return -ENOMEM;
+	int e = pthread_mutex_init(&r->lock, NULL);
+	if (e) {
+		free(r->table);
+		r->table = NULL;
+		return -e;
+	}
+	return 0;
+}
+
+int irqroute_commit(struct irqroute *r)
+{
+	pthread_mutex_lock(&r->lock);
+	int ret = push(r);
+	pthread_mutex_unlock(&r->lock);
 	return ret;
 }
 
 int irqroute_init(struct irqroute *r, int vm_fd)
 {
-	memset(r, 0, sizeof(*r));
-	r->vm_fd = vm_fd;
-	int e = pthread_mutex_init(&r->lock, NULL);
-	if (e)
-		return -e;
-	return push(r);
+	int e = irqroute_prepare(r, vm_fd);
+	return e < 0 ? e : irqroute_commit(r);
 }
 
 int irqroute_alloc_msi(struct irqroute *r)
@@ -91,5 +109,9 @@ int irqroute_set_msi(struct irqroute *r, unsigned gsi, uint64_t addr, uint32_t d
 
 void irqroute_destroy(struct irqroute *r)
 {
+	if (!r->table)
+		return;
 	pthread_mutex_destroy(&r->lock);
+	free(r->table);
+	r->table = NULL;
 }

@@ -57,6 +57,8 @@ static int spin_for_reply(struct pollfd *pfd)
 	}
 }
 
+static int await_reply(struct proxy *p, const struct ipc_bus_req *req, struct ipc_bus_resp *resp);
+
 /* Send req and, when resp is non-NULL, wait for the matching reply. Caller holds p->lock. */
 static int request(struct proxy *p, struct ipc_bus_req *req, struct ipc_bus_resp *resp)
 {
@@ -68,8 +70,12 @@ static int request(struct proxy *p, struct ipc_bus_req *req, struct ipc_bus_resp
 		mark_dead(p, "closed its bus socket");
 		return r;
 	}
-	if (!resp)
-		return 0;
+	return resp ? await_reply(p, req, resp) : 0;
+}
+
+/* Wait for the reply to req, already sent. Caller holds p->lock. */
+static int await_reply(struct proxy *p, const struct ipc_bus_req *req, struct ipc_bus_resp *resp)
+{
 	struct pollfd pfd = {.fd = p->bus_sock, .events = POLLIN};
 	int n = spin_for_reply(&pfd);
 	while (n <= 0) {
@@ -81,7 +87,7 @@ static int request(struct proxy *p, struct ipc_bus_req *req, struct ipc_bus_resp
 		mark_dead(p, "stopped answering (no reply in time)");
 		return -ETIMEDOUT;
 	}
-	r = ipc_recv(p->bus_sock, resp, sizeof(*resp), NULL, 0, NULL);
+	int r = ipc_recv(p->bus_sock, resp, sizeof(*resp), NULL, 0, NULL);
 	if (r < 0 || resp->seq != req->seq || resp->op != req->op) {
 		mark_dead(p, r == -EPIPE ? "closed its bus socket" : "sent a malformed reply");
 		return r < 0 ? r : -EBADMSG;
@@ -279,9 +285,8 @@ static int place_bars(struct proxy *p, uint64_t *next)
 	return 0;
 }
 
-int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
-	       unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child,
-	       uint64_t *mmio_next)
+int proxy_start(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
+		unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child)
 {
 	memset(p, 0, sizeof(*p));
 	p->vm = vm;
@@ -302,31 +307,50 @@ int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const ch
 		r = pthread_mutex_init(&p->reap_lock, NULL);
 	if (r)
 		return -r;
-	struct ipc_bus_req hello = {.op = IPC_HELLO, .version = IPC_VERSION, .magic = IPC_MAGIC};
+	/* Posted: the device answers once its jail is up, which proxy_connect waits for. */
+	p->hello = (struct ipc_bus_req){.op = IPC_HELLO, .version = IPC_VERSION, .magic = IPC_MAGIC};
+	pthread_mutex_lock(&p->lock);
+	r = request(p, &p->hello, NULL);
+	pthread_mutex_unlock(&p->lock);
+	if (r < 0)
+		log_error("device %s: cannot send HELLO: %s", name, strerror(-r));
+	return r;
+}
+
+int proxy_connect(struct proxy *p, uint64_t *mmio_next)
+{
 	struct ipc_bus_resp resp;
 	pthread_mutex_lock(&p->lock);
-	r = request(p, &hello, &resp);
+	int r = await_reply(p, &p->hello, &resp);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0) {
-		log_error("device %s: no HELLO reply: %s", name, strerror(-r));
+		log_error("device %s: no HELLO reply: %s", p->name, strerror(-r));
 		return r;
 	}
 	if (resp.version != IPC_VERSION || resp.magic != IPC_MAGIC || resp.result != 0 ||
 	    check_bars(p, &resp) < 0) {
-		log_error("device %s: bad HELLO reply (version %u)", name, resp.version);
+		log_error("device %s: bad HELLO reply (version %u)", p->name, resp.version);
 		return -EPROTO;
 	}
 	resp.name[sizeof(resp.name) - 1] = 0;
-	log_debug("device %s is %s, pid %d", name, resp.name, (int)p->pid);
+	log_debug("device %s is %s, pid %d", p->name, resp.name, (int)p->pid);
 	r = place_bars(p, mmio_next);
 	if (r < 0) {
-		log_error("device %s: no room for its BARs in the PCI window", name);
+		log_error("device %s: no room for its BARs in the PCI window", p->name);
 		return r;
 	}
-	r = pci_root_add(&vm->pci, slot, &proxy_pci_ops, p);
+	r = pci_root_add(&p->vm->pci, p->slot, &proxy_pci_ops, p);
 	if (r < 0)
-		log_error("device %s: PCI slot %u: %s", name, slot, strerror(-r));
+		log_error("device %s: PCI slot %u: %s", p->name, p->slot, strerror(-r));
 	return r;
+}
+
+int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
+	       unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child,
+	       uint64_t *mmio_next)
+{
+	int r = proxy_start(p, vm, routes, name, slot, bus_sock, ctl_sock, child);
+	return r < 0 ? r : proxy_connect(p, mmio_next);
 }
 
 /* ---- VM-control requests from the device ---- */

@@ -80,15 +80,29 @@ struct proxy {
 	 */
 	int (*dev_vmctl)(void *state, const struct ipc_ctl_req *req, int *fd_out);
 	void *dev_state;
+	struct ipc_bus_req hello; /* sent by proxy_start, answered in proxy_connect */
 };
 
 /*
  * Take over the main-process ends of a freshly spawned device's sockets and
- * its jail_child; do the HELLO handshake; program initial BAR addresses from
- * *mmio_next (advanced past them); plug into PCI slot. 0 or -errno (logged).
- * Either way the proxy owns the sockets and the child afterwards: call
- * proxy_shutdown() and proxy_destroy().
+ * its jail_child and post the HELLO, without waiting: the device sets up its
+ * jail meanwhile, so the VMM starts several devices and creates its vCPUs in
+ * parallel with them. 0 or -errno (logged). Either way the proxy owns the
+ * sockets and the child afterwards: call proxy_shutdown() and proxy_destroy().
  */
+int proxy_start(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
+		unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child)
+	__attribute__((warn_unused_result));
+
+/*
+ * Wait for the HELLO reply (bounded by reply_timeout_ms), check it, program
+ * the initial BAR addresses from *mmio_next (advanced past them) and plug into
+ * the proxy's PCI slot. Called in slot order so BAR addresses are the same on
+ * every run. 0 or -errno (logged).
+ */
+int proxy_connect(struct proxy *p, uint64_t *mmio_next) __attribute__((warn_unused_result));
+
+/* proxy_start and proxy_connect in one. */
 int proxy_init(struct proxy *p, struct vm *vm, struct irqroute *routes, const char *name,
 	       unsigned slot, int bus_sock, int ctl_sock, const struct jail_child *child,
 	       uint64_t *mmio_next) __attribute__((warn_unused_result));

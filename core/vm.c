@@ -235,43 +235,47 @@ static int check_cpus(struct vm *vm)
 }
 
 /*
- * Registering a memslot waits for KVM (an SRCU grace period: 0.3-4 ms on
- * these hosts) but needs nothing else, so it runs on a helper thread while
- * the kernel is loaded, the devices are spawned and the vCPUs are created.
- * The device processes are forked without exec, which is only safe while no
- * other thread can hold a libc lock: the helper does nothing but the ioctl
- * and then parks in read() until memslot_end(), so it never allocates or
- * exits while a fork may happen.
+ * Registering a memslot and setting the GSI routing table each wait for KVM
+ * (an SRCU grace period: 0.3-4 ms each on these hosts) but need nothing
+ * else, so each runs on its own helper thread while the kernel is loaded,
+ * the devices are spawned and the vCPUs are created. The device processes
+ * are forked without exec, which is only safe while no other thread can
+ * hold a libc lock: a helper does nothing but its ioctls (no allocation, no
+ * logging) and then parks in read() until bg_end(), so it never allocates
+ * or exits while a fork may happen.
  */
-struct memslot_job {
-	struct vm *vm;
+struct bg_job {
+	int (*fn)(void *arg);
+	void *arg;
 	pthread_t thread;
 	bool started;
 	int release_fd;
 	int result;
 };
 
-static void *memslot_worker(void *arg)
+static void *bg_worker(void *arg)
 {
-	struct memslot_job *j = arg;
-	j->result = kvm_set_memory(j->vm);
+	struct bg_job *j = arg;
+	j->result = j->fn(j->arg);
 	uint64_t v;
 	while (read(j->release_fd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 	return NULL;
 }
 
-static void memslot_begin(struct vm *vm, struct memslot_job *j)
+static void bg_begin(struct bg_job *j, int (*fn)(void *), void *arg)
 {
-	j->vm = vm;
+	j->fn = fn;
+	j->arg = arg;
 	j->release_fd = eventfd(0, EFD_CLOEXEC);
 	j->started = j->release_fd >= 0 &&
-		     pthread_create(&j->thread, NULL, memslot_worker, j) == 0;
+		     pthread_create(&j->thread, NULL, bg_worker, j) == 0;
 	if (!j->started)
-		j->result = kvm_set_memory(vm);
+		j->result = fn(arg);
 }
 
-static int memslot_end(struct memslot_job *j)
+/* Idempotent; fine on a job that never began (release_fd -1). */
+static int bg_end(struct bg_job *j)
 {
 	if (j->started) {
 		uint64_t one = 1;
@@ -280,17 +284,46 @@ static int memslot_end(struct memslot_job *j)
 		pthread_join(j->thread, NULL);
 		j->started = false;
 	}
-	if (j->release_fd > 0)
+	if (j->release_fd >= 0)
 		close(j->release_fd);
 	j->release_fd = -1;
 	return j->result;
+}
+
+static int set_memory(void *vm)
+{
+	return kvm_set_memory(vm);
+}
+
+/* RINGVM_STARTUP_REPORT: where start-up time goes, for bench/boot.sh. */
+static void mark(struct vm *vm, unsigned phase)
+{
+	if (phase < VM_PHASES)
+		vm->phase_ns[phase] = now_ns();
+}
+
+static void startup_report(struct vm *vm)
+{
+	static const char *const names[VM_PHASES] = {"kvm", "ram", "kernel", "spawn",
+						     "vcpus", "devices", "kvm_wait"};
+	fprintf(stderr, "ringvm: startup_ns=%llu first_run_monotonic_ns=%llu phases_us=",
+		(unsigned long long)(vm->first_run_ns - vm->start_ns),
+		(unsigned long long)vm->first_run_ns);
+	uint64_t prev = vm->start_ns;
+	for (unsigned i = 0; i < VM_PHASES; i++) {
+		uint64_t t = vm->phase_ns[i] ? vm->phase_ns[i] : prev;
+		fprintf(stderr, "%s%s:%llu", i ? "," : "", names[i],
+			(unsigned long long)(t - prev) / 1000);
+		prev = t;
+	}
+	fputc('\n', stderr);
 }
 
 int vm_run(const struct vm_config *cfg)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	struct x86_boot_info info;
-	struct memslot_job memslot = {.release_fd = -1};
+	struct bg_job memslot = {.release_fd = -1}, routes = {.release_fd = -1};
 	int code = VM_EXIT_ERROR;
 	if (!vm) {
 		log_error("out of memory");
@@ -327,13 +360,15 @@ int vm_run(const struct vm_config *cfg)
 		code = VM_EXIT_USAGE;
 		goto out_kvm;
 	}
+	mark(vm, VM_PHASE_KVM);
 	int r = guest_mem_create(&vm->mem, cfg->mem_mib << 20);
 	if (r < 0) {
 		log_error("cannot create %llu MiB of guest RAM: %s",
 			  (unsigned long long)cfg->mem_mib, strerror(-r));
 		goto out_kvm;
 	}
-	memslot_begin(vm, &memslot);
+	bg_begin(&memslot, set_memory, vm);
+	mark(vm, VM_PHASE_RAM);
 	if (load_kernel(vm, &info) < 0) {
 		code = VM_EXIT_USAGE;
 		goto out_mem;
@@ -345,10 +380,15 @@ int vm_run(const struct vm_config *cfg)
 	}
 	if (vm_legacy_create(vm) < 0)
 		goto out_legacy;
-	/* Fork the device processes now, while this process is still single-threaded. */
 	if (devmgr_create(vm) < 0)
 		goto out_legacy;
+	bg_begin(&routes, devmgr_commit_routes, vm);
+	mark(vm, VM_PHASE_KERNEL);
+	/* Fork the device processes now, while no thread can hold a libc lock. */
+	if (devmgr_spawn(vm) < 0)
+		goto out_legacy;
 	arm_forced_exit(vm);
+	mark(vm, VM_PHASE_SPAWN);
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		goto out_legacy;
@@ -357,8 +397,18 @@ int vm_run(const struct vm_config *cfg)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_create(vm, i, &info, &vm->vcpus[i]) < 0)
 			goto out_vcpus;
-	if (memslot_end(&memslot) < 0)
+	mark(vm, VM_PHASE_VCPUS);
+	if (devmgr_connect(vm) < 0)
 		goto out_vcpus;
+	mark(vm, VM_PHASE_DEVICES);
+	if (bg_end(&memslot) < 0)
+		goto out_vcpus;
+	r = bg_end(&routes);
+	if (r < 0) {
+		log_error("KVM_SET_GSI_ROUTING: %s", strerror(-r));
+		goto out_vcpus;
+	}
+	mark(vm, VM_PHASE_KVM_WAIT);
 	if (devmgr_start(vm) < 0 || vm_legacy_start(vm) < 0)
 		goto out_vcpus;
 	for (unsigned i = 0; i < vm->ncpus; i++)
@@ -375,12 +425,8 @@ int vm_run(const struct vm_config *cfg)
 	stop_vcpus(vm);
 	devmgr_stop(vm);
 	vm_legacy_stop(vm);
-	if (getenv("RINGVM_STARTUP_REPORT") && vm->first_run_ns) {
-		/* For bench/boot.sh: the VMM's own part, exec-independent. */
-		fprintf(stderr, "ringvm: startup_ns=%llu first_run_monotonic_ns=%llu\n",
-			(unsigned long long)(vm->first_run_ns - vm->start_ns),
-			(unsigned long long)vm->first_run_ns);
-	}
+	if (getenv("RINGVM_STARTUP_REPORT") && vm->first_run_ns)
+		startup_report(vm); /* for bench/boot.sh: the VMM's own part */
 	goto out_legacy;
 out_vcpus:
 	stop_vcpus(vm);
@@ -391,7 +437,8 @@ out_legacy:
 	/* The control thread reads device state: it goes before the devices are freed. */
 	control_destroy(vm->control);
 	vm->control = NULL;
-	(void)memslot_end(&memslot);
+	(void)bg_end(&memslot);
+	(void)bg_end(&routes);
 	free(vm->vcpus);
 	devmgr_destroy(vm);
 	vm_legacy_destroy(vm);
@@ -400,7 +447,7 @@ out_bus:
 	bus_destroy(&vm->mmio);
 	bus_destroy(&vm->pio);
 out_mem:
-	(void)memslot_end(&memslot);
+	(void)bg_end(&memslot);
 	guest_mem_destroy(&vm->mem);
 out_kvm:
 	kvm_close(vm);

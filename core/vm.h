@@ -69,6 +69,18 @@ struct port80;
 struct devmgr;
 struct control;
 
+/* Start-up phases, in order, as RINGVM_STARTUP_REPORT prints them. */
+enum {
+	VM_PHASE_KVM,      /* /dev/kvm opened, VM and irqchip created */
+	VM_PHASE_RAM,      /* guest RAM memfd created and mapped */
+	VM_PHASE_KERNEL,   /* kernel loaded, buses and legacy devices set up */
+	VM_PHASE_SPAWN,    /* device processes forked, HELLOs posted */
+	VM_PHASE_VCPUS,    /* vCPUs created */
+	VM_PHASE_DEVICES,  /* every device answered HELLO */
+	VM_PHASE_KVM_WAIT, /* memslot and GSI routing helpers done */
+	VM_PHASES
+};
+
 struct vm {
 	const struct vm_config *cfg;
 	int kvm_fd, vm_fd;
@@ -100,6 +112,7 @@ struct vm {
 	atomic_bool pause_requested;
 	unsigned paused_vcpus;
 	atomic_ullong first_run_ns; /* monotonic time of the first KVM_RUN, for benchmarks */
+	uint64_t phase_ns[VM_PHASES]; /* when each start-up phase ended (RINGVM_STARTUP_REPORT) */
 };
 
 /*

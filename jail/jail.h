@@ -191,6 +191,9 @@ struct jail_child {
 	bool mapped_unprivileged;
 	/* When jail_spawn fails inside the child: the step that failed. */
 	char failed_stage[JAIL_STAGE_LEN];
+	/* Between jail_spawn_start and jail_spawn_finish: the child's status pipe. */
+	bool setup_pending;
+	int status_fd;
 };
 
 /*
@@ -228,6 +231,19 @@ struct jail_child {
  */
 JAIL_WUR int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg,
 			struct jail_child *out);
+
+/*
+ * jail_spawn in two halves, so a caller can start several children (or do
+ * other work) while each builds its jail. jail_spawn_start returns once the
+ * child runs and has been released into its setup (0, or -errno as
+ * jail_spawn, the child reaped); jail_spawn_finish then waits for the setup
+ * to end, with jail_spawn's results and failure handling. Until then the
+ * child holds a descriptor of the caller's (the status pipe); jail_child_close
+ * closes it too. cfg need not outlive jail_spawn_start.
+ */
+JAIL_WUR int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg,
+			      struct jail_child *out);
+JAIL_WUR int jail_spawn_finish(struct jail_child *c);
 
 /*
  * Wait up to timeout_ms (negative: forever, 0: just check) for the child to

@@ -155,11 +155,11 @@ static int reap(struct jail_child *c)
  * watched too rather than relying on EOF: another process could hold a copy
  * of the pipe's write end.
  */
-static int await_ready(struct jail_plan *p, struct jail_child *c, bool *reported)
+static int await_ready(int status_r, struct jail_child *c, bool *reported)
 {
 	struct jail_report r;
 	struct pollfd pfd[2] = {
-		{.fd = p->status_r, .events = POLLIN},
+		{.fd = status_r, .events = POLLIN},
 		{.fd = c->pidfd, .events = POLLIN},
 	};
 
@@ -169,7 +169,7 @@ static int await_ready(struct jail_plan *p, struct jail_child *c, bool *reported
 				continue;
 			return -errno;
 		}
-		ssize_t n = read(p->status_r, &r, sizeof(r)); /* O_NONBLOCK */
+		ssize_t n = read(status_r, &r, sizeof(r)); /* O_NONBLOCK */
 		if (n == (ssize_t)sizeof(r)) {
 			if (r.err == 0)
 				return 0;
@@ -187,7 +187,8 @@ static int await_ready(struct jail_plan *p, struct jail_child *c, bool *reported
 	}
 }
 
-int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, struct jail_child *out)
+int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg,
+		     struct jail_child *out)
 {
 	struct jail_plan p;
 	int fds[2];
@@ -198,6 +199,7 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 	memset(out, 0, sizeof(*out));
 	out->pid = -1;
 	out->pidfd = -1;
+	out->status_fd = -1;
 	ret = validate(cfg, fn);
 	if (ret < 0)
 		return ret;
@@ -285,12 +287,10 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 		ret = -errno;
 		goto out_kill;
 	}
-	bool reported = false;
-	ret = await_ready(&p, out, &reported);
-	if (ret < 0 && reported)
-		goto out_reap; /* let it exit by itself: its status says so */
-	if (ret < 0)
-		goto out_kill;
+	/* The status pipe now belongs to out, for jail_spawn_finish. */
+	out->status_fd = p.status_r;
+	out->setup_pending = true;
+	p.status_r = -1;
 	ret = 0;
 	goto out_pipes;
 
@@ -298,7 +298,6 @@ out_kill:
 	/* The child may be mid-setup or already dead; either way reap it now
 	 * so a failed spawn leaves nothing behind. */
 	pidfd_send_signal(out->pidfd, SIGKILL, NULL, 0);
-out_reap:
 	if (reap(out) == 0 && out->failed_stage[0] == '\0')
 		snprintf(out->failed_stage, sizeof(out->failed_stage), "died");
 	close(out->pidfd);
@@ -320,6 +319,32 @@ out_caps:
 out_bpf:
 	jail_bpf_free(&p.bpf);
 	return ret;
+}
+
+int jail_spawn_finish(struct jail_child *c)
+{
+	if (!c || !c->setup_pending)
+		return -EINVAL;
+	bool reported = false;
+	int ret = await_ready(c->status_fd, c, &reported);
+	close(c->status_fd);
+	c->status_fd = -1;
+	c->setup_pending = false;
+	if (ret == 0)
+		return 0;
+	if (!reported) /* else it exits by itself: its status says so */
+		pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+	if (reap(c) == 0 && c->failed_stage[0] == '\0')
+		snprintf(c->failed_stage, sizeof(c->failed_stage), "died");
+	close(c->pidfd);
+	c->pidfd = -1;
+	return ret;
+}
+
+int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, struct jail_child *out)
+{
+	int ret = jail_spawn_start(cfg, fn, arg, out);
+	return ret < 0 ? ret : jail_spawn_finish(out);
 }
 
 static int64_t now_ms(void)
@@ -376,7 +401,14 @@ int jail_child_kill(struct jail_child *c)
 
 void jail_child_close(struct jail_child *c)
 {
-	if (!c || c->pidfd < 0)
+	if (!c)
+		return;
+	if (c->setup_pending) {
+		close(c->status_fd);
+		c->status_fd = -1;
+		c->setup_pending = false;
+	}
+	if (c->pidfd < 0)
 		return;
 	if (!c->reaped) {
 		/* Kill cannot fail on the pidfd of our own unreaped child, and

@@ -263,3 +263,48 @@ Test(jail_spawn, repeated_cycles_leak_nothing)
 	}
 	cr_expect_eq(probe_count_fds(), fds_before, "descriptors leaked over 40 cycles");
 }
+
+/*
+ * The split spawn the VMM uses to overlap device start-up: several children
+ * started before any is finished all come up; a setup error surfaces at
+ * jail_spawn_finish with jail_spawn's results; a child closed while its
+ * setup is pending leaves no zombie and no descriptor.
+ */
+static void split_spawn(bool sandbox)
+{
+	require_mode(sandbox);
+	int fds_before = probe_count_fds();
+	struct jail_config ok = {.sandbox = sandbox};
+	struct jail_config bad = {.sandbox = sandbox, .pre_seccomp = hook_fails};
+	struct jail_child c[3];
+	cr_assert_eq(jail_spawn_start(&ok, fn_exit_now, NULL, &c[0]), 0);
+	cr_assert_eq(jail_spawn_start(&bad, fn_unreachable, NULL, &c[1]), 0,
+		     "a setup error is not known before finish");
+	cr_assert_eq(jail_spawn_start(&ok, fn_sleep_forever, NULL, &c[2]), 0);
+	cr_assert(c[0].setup_pending && c[1].setup_pending && c[2].setup_pending);
+
+	cr_assert_eq(jail_spawn_finish(&c[0]), 0);
+	cr_expect(!c[0].setup_pending);
+	int st;
+	cr_assert_eq(jail_child_wait(&c[0], &st, 10000), 0);
+	cr_expect(probe_exited(st, 0), "status %#x", st);
+
+	cr_assert_eq(jail_spawn_finish(&c[1]), -EBADMSG);
+	cr_expect_str_eq(c[1].failed_stage, "pre_seccomp");
+	cr_expect_eq(c[1].pidfd, -1);
+	cr_expect(c[1].reaped);
+	cr_expect(probe_exited(c[1].status, 125), "status %#x", c[1].status);
+	cr_expect_eq(jail_spawn_finish(&c[1]), -EINVAL, "finish twice is refused");
+
+	pid_t pids[3] = {c[0].pid, c[1].pid, c[2].pid};
+	jail_child_close(&c[2]); /* still pending: killed, reaped, status pipe closed */
+	cr_expect(!c[2].setup_pending);
+	jail_child_close(&c[0]);
+	jail_child_close(&c[1]);
+	for (int i = 0; i < 3; i++)
+		cr_expect(probe_no_child(pids[i]), "child %d left a zombie", i);
+	cr_expect_eq(probe_count_fds(), fds_before, "descriptors leaked");
+}
+
+Test(jail_spawn, sandbox_split_spawn) { split_spawn(true); }
+Test(jail_spawn, no_sandbox_split_spawn) { split_spawn(false); }
