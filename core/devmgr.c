@@ -181,23 +181,13 @@ int devmgr_create(struct vm *vm)
 		return -errno;
 	if (cfg->ndevs == 0)
 		return 0; /* no MSI routes to manage: leave KVM's default routing alone */
-	int r = irqroute_prepare(&m->routes, vm->vm_fd);
+	int r = irqroute_init(&m->routes, vm->vm_fd);
 	if (r < 0) {
-		log_error("cannot set up the interrupt routes: %s", strerror(-r));
+		log_error("KVM_SET_GSI_ROUTING: %s", strerror(-r));
 		return r;
 	}
 	m->routes_ok = true;
 	return 0;
-}
-
-int devmgr_commit_routes(void *arg)
-{
-	struct vm *vm = arg;
-	struct devmgr *m = vm->devmgr;
-	if (!m || !m->routes_ok)
-		return 0;
-	/* No logging here: this runs on a helper thread while devices are forked. */
-	return irqroute_commit(&m->routes);
 }
 
 int devmgr_spawn(struct vm *vm)

@@ -17,25 +17,18 @@
 
 /*
  * Device start-up comes in steps so that the slow parts overlap: each
- * device process builds its jail while the VMM spawns the next one, the
- * GSI routing table reaches KVM on a helper thread, and the vCPUs are
- * created before the VMM waits for any device's HELLO.
+ * device process builds its jail while the VMM spawns the next one and
+ * creates its vCPUs, before the VMM waits for any device's HELLO.
  *
- * devmgr_create: the device manager and its routing table (not yet in KVM).
- * 0 or -errno (logged).
+ * devmgr_create: the device manager and the GSI routing table. 0 or -errno
+ * (logged).
  */
 int devmgr_create(struct vm *vm) __attribute__((warn_unused_result));
 
 /*
- * Hand the routing table to KVM (an SRCU wait): meant for a helper thread,
- * so it neither logs nor allocates. Takes the vm; 0 or -errno.
- */
-int devmgr_commit_routes(void *vm) __attribute__((warn_unused_result));
-
-/*
  * Spawn every device of vm->cfg and post its HELLO. The devices are forked
  * without exec: no other thread may hold a libc lock meanwhile (the start-up
- * helper threads only sit in ioctls). After guest RAM exists, before any
+ * helper thread only sits in an ioctl). After guest RAM exists, before any
  * vCPU starts. 0 or -errno (logged).
  */
 int devmgr_spawn(struct vm *vm) __attribute__((warn_unused_result));

@@ -64,6 +64,35 @@ static inline int guest_mem_valid(const struct guest_mem *m, uint64_t gpa, uint6
 }
 
 /*
+ * Zero [gpa, gpa+len), which must lie inside one region (-EFAULT otherwise).
+ * Whole pages of a memfd-backed range are punched out of the memfd instead
+ * of written: they read as zeros all the same, and pages never touched (all
+ * of fresh guest RAM, e.g. a kernel's bss at start-up) cost no page fault
+ * and no host memory. Edges and test memory without a memfd get memset.
+ */
+static inline int guest_mem_zero(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	uint8_t *p = guest_mem_ptr(m, gpa, len);
+	if (!p)
+		return -EFAULT;
+	if (m->memfd < 0) {
+		memset(p, 0, len);
+		return 0;
+	}
+	uint64_t off = (uint64_t)(p - m->map);
+	uint64_t start = (off + 4095) & ~4095ull, end = (off + len) & ~4095ull;
+	if (end <= start ||
+	    fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+		      (off_t)(end - start)) < 0) {
+		memset(p, 0, len);
+		return 0;
+	}
+	memset(p, 0, start - off);
+	memset(m->map + end, 0, off + len - end);
+	return 0;
+}
+
+/*
  * Create guest RAM of ram_size bytes laid out by arch_ram_layout() (RAM below
  * the 32-bit PCI hole, the rest above 4 GiB), backed by one sealed memfd.
  * Returns 0 or -errno (-EINVAL for a size of 0 or not a multiple of 4 KiB).

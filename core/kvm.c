@@ -58,22 +58,14 @@ static int check_caps(int kvm_fd)
 	return missing ? -ENOTSUP : 0;
 }
 
-static int get_cpuid(struct vm *vm)
+int kvm_get_cpuid(void *arg)
 {
-	size_t sz = sizeof(struct kvm_cpuid2) + MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
-	vm->cpuid = calloc(1, sz);
-	if (!vm->cpuid)
-		return -ENOMEM;
+	struct vm *vm = arg;
 	vm->cpuid->nent = MAX_CPUID_ENTRIES;
-	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0) {
-		int r = -errno;
-		log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-		return r;
-	}
-	return 0;
+	return ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0 ? -errno : 0;
 }
 
-int kvm_init_vm(struct vm *vm)
+int kvm_open(struct vm *vm)
 {
 	int r;
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -98,9 +90,14 @@ int kvm_init_vm(struct vm *vm)
 		log_error("KVM_GET_VCPU_MMAP_SIZE returned %d", vm->run_size);
 		return -EINVAL;
 	}
-	r = get_cpuid(vm);
-	if (r < 0)
-		return r;
+	vm->cpuid = calloc(1, sizeof(struct kvm_cpuid2) +
+				      MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2));
+	return vm->cpuid ? 0 : -ENOMEM;
+}
+
+int kvm_create_vm(struct vm *vm)
+{
+	int r;
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {
 		r = -errno;
@@ -118,14 +115,19 @@ int kvm_init_vm(struct vm *vm)
 		log_error("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
 		return r;
 	}
+	return 0;
+}
+
+int kvm_create_irqchip(struct vm *vm)
+{
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
-		r = -errno;
+		int r = -errno;
 		log_error("KVM_CREATE_IRQCHIP: %s", strerror(errno));
 		return r;
 	}
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-		r = -errno;
+		int r = -errno;
 		log_error("KVM_CREATE_PIT2: %s", strerror(errno));
 		return r;
 	}

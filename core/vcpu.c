@@ -306,7 +306,7 @@ void vcpu_destroy(struct vcpu *v)
 	v->started = false;
 	if (v->run)
 		munmap(v->run, (size_t)v->vm->run_size);
-	if (v->fd > 0)
+	if (v->fd >= 0)
 		close(v->fd);
 	v->run = NULL;
 	v->fd = -1;

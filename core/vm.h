@@ -71,13 +71,12 @@ struct control;
 
 /* Start-up phases, in order, as RINGVM_STARTUP_REPORT prints them. */
 enum {
-	VM_PHASE_KVM,      /* /dev/kvm opened, VM and irqchip created */
-	VM_PHASE_RAM,      /* guest RAM memfd created and mapped */
-	VM_PHASE_KERNEL,   /* kernel loaded, buses and legacy devices set up */
-	VM_PHASE_SPAWN,    /* device processes forked, HELLOs posted */
-	VM_PHASE_VCPUS,    /* vCPUs created */
-	VM_PHASE_DEVICES,  /* every device answered HELLO */
-	VM_PHASE_KVM_WAIT, /* memslot and GSI routing helpers done */
+	VM_PHASE_KVM,     /* /dev/kvm opened, VM created */
+	VM_PHASE_RAM,     /* guest RAM created and registered; irqchip and PIT */
+	VM_PHASE_KERNEL,  /* kernel loaded, buses, legacy devices, GSI routes */
+	VM_PHASE_SPAWN,   /* device processes forked, HELLOs posted */
+	VM_PHASE_VCPUS,   /* vCPUs created */
+	VM_PHASE_DEVICES, /* every device answered HELLO */
 	VM_PHASES
 };
 
@@ -113,6 +112,7 @@ struct vm {
 	unsigned paused_vcpus;
 	atomic_ullong first_run_ns; /* monotonic time of the first KVM_RUN, for benchmarks */
 	uint64_t phase_ns[VM_PHASES]; /* when each start-up phase ended (RINGVM_STARTUP_REPORT) */
+	uint64_t cpuid_ns[2];         /* the start-up helper's KVM_GET_SUPPORTED_CPUID: start, end */
 };
 
 /*

@@ -97,7 +97,7 @@ int x86_bzimage_load(struct x86_ctx *c)
 	ret = x86_copy_to_guest(c, load, setup_size, ksize);
 	if (ret < 0)
 		return ret;
-	memset(guest_mem_ptr(c->mem, load + ksize, init_size - ksize), 0, init_size - ksize);
+	(void)guest_mem_zero(c->mem, load + ksize, init_size - ksize);
 
 	c->k.kind = X86_ENTRY_LINUX64;
 	c->k.format = "bzImage";

@@ -232,9 +232,8 @@ int x86_elf_load(struct x86_ctx *c)
 		if (ret < 0)
 			return ret;
 		/* Guest RAM may be reused (tests, reboot): the bss tail must read as zero. */
-		memset(guest_mem_ptr(c->mem, ph[i].p_paddr + ph[i].p_filesz,
-		                     ph[i].p_memsz - ph[i].p_filesz),
-		       0, ph[i].p_memsz - ph[i].p_filesz);
+		(void)guest_mem_zero(c->mem, ph[i].p_paddr + ph[i].p_filesz,
+		                     ph[i].p_memsz - ph[i].p_filesz);
 	}
 	return 0;
 }

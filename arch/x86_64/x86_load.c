@@ -196,10 +196,8 @@ static int write_cmdline(struct x86_ctx *c)
 /* Zero what the loaders fill below 1 MiB, leaving [0x8000, 0x9000) to the guest. */
 static void clear_boot_area(struct guest_mem *mem)
 {
-	memset(guest_mem_ptr(mem, X86_GDT_ADDR, X86_TRAMPOLINE_START - X86_GDT_ADDR), 0,
-	       X86_TRAMPOLINE_START - X86_GDT_ADDR);
-	memset(guest_mem_ptr(mem, X86_TRAMPOLINE_END, X86_HIGH_MEM_START - X86_TRAMPOLINE_END), 0,
-	       X86_HIGH_MEM_START - X86_TRAMPOLINE_END);
+	(void)guest_mem_zero(mem, X86_GDT_ADDR, X86_TRAMPOLINE_START - X86_GDT_ADDR);
+	(void)guest_mem_zero(mem, X86_TRAMPOLINE_END, X86_HIGH_MEM_START - X86_TRAMPOLINE_END);
 }
 
 int x86_load(struct guest_mem *mem, const struct x86_boot_config *cfg, struct x86_boot_info *out,
