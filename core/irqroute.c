@@ -52,7 +52,7 @@ static int push(struct irqroute *r)
 	return ioctl(r->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? -errno : 0;
 }
 
-int irqroute_prepare(struct irqroute *r, int vm_fd)
+static int irqroute_prepare(struct irqroute *r, int vm_fd)
 {
 	memset(r, 0, sizeof(*r));
 	r->vm_fd = vm_fd;
@@ -68,7 +68,7 @@ int irqroute_prepare(struct irqroute *r, int vm_fd)
 	return 0;
 }
 
-int irqroute_commit(struct irqroute *r)
+static int irqroute_commit(struct irqroute *r)
 {
 	pthread_mutex_lock(&r->lock);
 	int ret = push(r);

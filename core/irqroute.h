@@ -26,17 +26,7 @@ struct irqroute {
 	struct kvm_irq_routing *table; /* room for every route, so a push never allocates */
 };
 
-/* Set up the table (legacy routes only) without telling KVM yet. 0 or -errno. */
-int irqroute_prepare(struct irqroute *r, int vm_fd) __attribute__((warn_unused_result));
-
-/*
- * Hand the table to KVM. KVM_SET_GSI_ROUTING waits for an SRCU grace period
- * (milliseconds here), so start-up runs this on a helper thread; it
- * allocates nothing, so a fork meanwhile cannot inherit a held malloc lock.
- */
-int irqroute_commit(struct irqroute *r) __attribute__((warn_unused_result));
-
-/* irqroute_prepare and irqroute_commit in one. */
+/* Install the legacy routes. 0 or -errno. */
 int irqroute_init(struct irqroute *r, int vm_fd) __attribute__((warn_unused_result));
 
 /* A fresh GSI for an MSI, or -ENOSPC. */
