@@ -86,9 +86,7 @@ Test(arch_load, directory_and_unknown_formats)
 	cr_assert_eq(x86_load(&m, &cfg, &info, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "not a regular file"), "%s", err);
 
-	static const char *junk[] = {"", "MZ\x90\0 a PE file is not a kernel",
-	                             "\x7f"
-	                             "EL"};
+	static const char *junk[] = {"", "MZ\x90\0 a PE file is not a kernel", "\177EL"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		arch_write_tmp(path, junk[i], strlen(junk[i]));
 		cfg.kernel_path = path;
