@@ -419,8 +419,8 @@ static int rx_task(struct exec *ex, void *arg)
 		 * TAP keeps up: reads of an empty TAP are wasted work. */
 		if (p.empty)
 			rx->want = p.frames ? p.frames : 1;
-		else if (ns == rx->want && rx->want < NET_RX_SLOTS)
-			rx->want *= 2;
+		else if (ns == rx->want)
+			rx->want = 2 * ns < NET_RX_SLOTS ? 2 * ns : NET_RX_SLOTS;
 		if (p.detached) {
 			if (batch)
 				net_signal(n, q, &n->st.rx_irqs), batch = 0;
