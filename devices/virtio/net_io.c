@@ -101,8 +101,7 @@ static void tx_finish(struct net *n, unsigned pair, struct net_tx *t, unsigned i
 			n->st.tx_drops++; /* reset: the rest is given back unsent */
 			return;
 		}
-		if (r == -EAGAIN &&
-		    exec_poll(n->vdev.ex, n->be.fd[pair], POLLOUT) == -ECANCELED) {
+		if (r == -EAGAIN && exec_poll(n->vdev.ex, n->be.fd[pair], POLLOUT) == -ECANCELED) {
 			*stopping = true;
 			continue;
 		}
@@ -172,7 +171,7 @@ int net_tx_kick(struct net *n, struct virtio_queue *q, unsigned pair)
 				if (pr < 0 && r >= 0)
 					r = pr;
 			}
-			/* Here rather than in the transport, so interrupts are counted per direction. */
+			/* Here, not in the transport: interrupts are counted per direction. */
 			net_signal(n, q, &n->st.tx_irqs);
 		}
 		if (r < 0)
