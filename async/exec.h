@@ -312,6 +312,19 @@ EXEC_WUR int exec_batch_readv(struct exec *ex, struct exec_batch *b, struct exec
 EXEC_WUR int exec_batch_writev(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o,
                                int fd, const struct iovec *iov, unsigned n, uint64_t off);
 /*
+ * The same with preadv2/pwritev2 flags (RWF_*). RWF_NOWAIT makes a read of
+ * an empty pipe/TAP or a write to a full one complete at once with -EAGAIN:
+ * io_uring otherwise ignores O_NONBLOCK on files that support non-blocking
+ * I/O and waits for readiness, which would hold the whole batch back.
+ * Files without non-blocking support complete with -EOPNOTSUPP.
+ */
+EXEC_WUR int exec_batch_readv_flags(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o,
+                                    int fd, const struct iovec *iov, unsigned n, uint64_t off,
+                                    int rw_flags);
+EXEC_WUR int exec_batch_writev_flags(struct exec *ex, struct exec_batch *b,
+                                     struct exec_batch_op *o, int fd, const struct iovec *iov,
+                                     unsigned n, uint64_t off, int rw_flags);
+/*
  * Park until every operation added to b has completed (each result is in
  * its exec_batch_op.res) and reset b for reuse. Returns how many operations
  * completed (b->added), or -ECANCELED if the task was cancelled (the

@@ -504,6 +504,21 @@ int exec_batch_writev(struct exec *ex, struct exec_batch *b, struct exec_batch_o
 	BATCH_OP(ex, b, o, (io_uring_prep_writev(sqe, fd, iov, n, off), sqe_fd(sqe, fd)));
 }
 
+int exec_batch_readv_flags(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o, int fd,
+                           const struct iovec *iov, unsigned n, uint64_t off, int rw_flags)
+{
+	BATCH_OP(ex, b, o,
+	         (io_uring_prep_readv2(sqe, fd, iov, n, off, rw_flags), sqe_fd(sqe, fd)));
+}
+
+int exec_batch_writev_flags(struct exec *ex, struct exec_batch *b, struct exec_batch_op *o,
+                            int fd, const struct iovec *iov, unsigned n, uint64_t off,
+                            int rw_flags)
+{
+	BATCH_OP(ex, b, o,
+	         (io_uring_prep_writev2(sqe, fd, iov, n, off, rw_flags), sqe_fd(sqe, fd)));
+}
+
 int exec_batch_wait(struct exec *ex, struct exec_batch *b)
 {
 	struct exec_task *t = ex->current;

@@ -47,6 +47,10 @@ struct net_backend_ops {
 	/* Let queue q receive frames or not (a multiqueue TAP steers only to attached ones). */
 	int (*set_queue)(struct net_backend *b, unsigned q, bool attached);
 	void (*close)(struct net_backend *b);
+	/* readv/writev are plain readv(2)/writev(2) on fd[q] (non-blocking), so
+	 * a caller may issue them as io_uring READV/WRITEV instead, many frames
+	 * per submission; false (fakes): only through the two functions. */
+	bool ring_io;
 };
 
 struct net_backend {

@@ -73,6 +73,7 @@ static const struct net_backend_ops tap_ops = {
     .set_offload = tap_set_offload,
     .set_queue = tap_set_queue,
     .close = net_backend_close,
+    .ring_io = true,
 };
 
 static int open_queue(const char *name, short flags, char *ifname, char *err, size_t errlen)

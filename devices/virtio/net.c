@@ -7,6 +7,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <linux/io_uring.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,7 @@ static int net_activate(struct virtio_dev *d)
 	n->ctrl_index = (uint16_t)(mq ? 2 * n->npairs : 2);
 	n->mrg = virtio_has_feature(d, VIRTIO_NET_F_MRG_RXBUF);
 	n->guest_csum = virtio_has_feature(d, VIRTIO_NET_F_GUEST_CSUM);
+	n->ring_io = n->be.ops->ring_io;
 	n->txl = (struct net_tx_limits){
 	    .csum = virtio_has_feature(d, VIRTIO_NET_F_CSUM),
 	    .tso4 = virtio_has_feature(d, VIRTIO_NET_F_HOST_TSO4),
@@ -328,12 +330,15 @@ static void net_metrics(void *state, struct ipc_metrics *out)
 /*
  * Beyond devproc's needs: the two TAP ioctls, with the request number
  * pinned (see net/README.md for why the descriptor is not). Frames move
- * with readv/writev (base allowlist); waits are POLL_ADD on the ring.
+ * as READV/WRITEV on the ring (readv/writev of the base allowlist only for
+ * a retry after a full TAP); waits are POLL_ADD on the ring.
  */
 static const struct jail_syscall_rule net_rules[] = {
     {.nr = __NR_ioctl, .n_conds = 1, .conds = {{.arg = 1, .op = JAIL_CMP_EQ, .value = TUNSETOFFLOAD}}},
     {.nr = __NR_ioctl, .n_conds = 1, .conds = {{.arg = 1, .op = JAIL_CMP_EQ, .value = TUNSETQUEUE}}},
 };
+
+static const uint8_t net_uring_ops[] = {IORING_OP_READV, IORING_OP_WRITEV};
 
 const struct registry_entry net_entry = {
     .option = "net",
@@ -352,6 +357,6 @@ const struct registry_entry net_entry = {
     .metrics = net_metrics,
     .rules = net_rules,
     .n_rules = sizeof(net_rules) / sizeof(net_rules[0]),
-    .uring_ops = NULL,
-    .n_uring_ops = 0,
+    .uring_ops = net_uring_ops,
+    .n_uring_ops = sizeof(net_uring_ops),
 };

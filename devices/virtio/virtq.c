@@ -193,17 +193,14 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	return 1;
 }
 
-int virtq_push(struct virtq *q, const struct virtq_chain *c, uint32_t len)
+static int publish(struct virtq *q, uint16_t head, uint32_t len)
 {
-	uint16_t head = c->head;
 	if (head >= q->size || !(q->inflight_map[head / 64] & (1ull << (head % 64))))
 		return -EINVAL;
 	q->inflight_map[head / 64] &= ~(1ull << (head % 64));
 	q->inflight--;
 	if (q->broken)
 		return -EIO;
-	if (len > c->write_len)
-		len = c->write_len;
 	uint8_t *elem = q->used + USED_RING + 8u * (q->used_idx & (q->size - 1));
 	store32(elem, head);
 	store32(elem + 4, len);
@@ -213,6 +210,16 @@ int virtq_push(struct virtq *q, const struct virtq_chain *c, uint32_t len)
 	__atomic_store_n((uint16_t *)(void *)(q->used + USED_IDX), htole16(q->used_idx),
 	                 __ATOMIC_RELEASE);
 	return 0;
+}
+
+int virtq_push(struct virtq *q, const struct virtq_chain *c, uint32_t len)
+{
+	return publish(q, c->head, len > c->write_len ? c->write_len : len);
+}
+
+int virtq_push_read(struct virtq *q, uint16_t head)
+{
+	return publish(q, head, 0);
 }
 
 bool virtq_should_signal(struct virtq *q)

@@ -110,6 +110,13 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c) __attribute__((warn_unused
 int virtq_push(struct virtq *q, const struct virtq_chain *c, uint32_t len);
 
 /*
+ * virtq_push with 0 bytes written, by head alone: for a chain the device
+ * only read (TX), so the 4 KiB chain need not be kept while its I/O runs.
+ * Same results as virtq_push.
+ */
+int virtq_push_read(struct virtq *q, uint16_t head);
+
+/*
  * Whether the driver wants an interrupt for what was pushed since the last
  * time this returned true: used_event with EVENT_IDX, otherwise the avail
  * ring's NO_INTERRUPT flag. Call once per batch of pushes.

@@ -243,3 +243,48 @@ Test(async_batch, post_write_goes_with_the_next_submit)
 	close(efd);
 	exec_destroy(ex);
 }
+
+/*
+ * RWF_NOWAIT through the _flags variants: a read of an empty pipe and a
+ * write to a full one complete at once with -EAGAIN (without it io_uring
+ * would wait for readiness and hold the batch), while a read of a pipe
+ * with data in the same batch still gets it.
+ */
+static int nowait_body(struct exec *ex, void *arg)
+{
+	int empty[2], full[2], data[2];
+	static char big[65536], buf[16];
+	struct iovec rv[2] = {{buf, 8}, {buf + 8, 8}}, wv = {big, sizeof(big)};
+	struct exec_batch_op o[3];
+	struct exec_batch b;
+	(void)arg;
+
+	cr_assert_eq(pipe2(empty, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(full, O_CLOEXEC | O_NONBLOCK), 0);
+	cr_assert_eq(pipe2(data, O_CLOEXEC), 0);
+	while (write(full[1], big, sizeof(big)) > 0)
+		;
+	cr_assert_eq(write(data[1], "0123456789", 10), 10);
+	exec_batch_init(&b);
+	cr_assert_eq(exec_batch_readv_flags(ex, &b, &o[0], empty[0], &rv[0], 1, 0, RWF_NOWAIT), 0);
+	cr_assert_eq(exec_batch_writev_flags(ex, &b, &o[1], full[1], &wv, 1, 0, RWF_NOWAIT), 0);
+	cr_assert_eq(exec_batch_readv_flags(ex, &b, &o[2], data[0], rv, 2, 0, RWF_NOWAIT), 0);
+	cr_assert_eq(exec_batch_wait(ex, &b), 3);
+	cr_assert_eq(o[0].res, -EAGAIN, "empty pipe: %d", o[0].res);
+	cr_assert_eq(o[1].res, -EAGAIN, "full pipe: %d", o[1].res);
+	cr_assert_eq(o[2].res, 10, "pipe with data: %d", o[2].res);
+	cr_assert_arr_eq(buf, "0123456789", 10);
+	for (int i = 0; i < 2; i++)
+		close(empty[i]), close(full[i]), close(data[i]);
+	return 0;
+}
+
+Test(async_batch, nowait_flags_answer_eagain)
+{
+	struct exec *ex = test_exec(NULL);
+	struct exec_task *t;
+
+	cr_assert_eq(exec_spawn(ex, nowait_body, NULL, 0, &t), 0);
+	cr_assert_eq(exec_join(ex, t), 0);
+	exec_destroy(ex);
+}

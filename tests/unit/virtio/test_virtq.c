@@ -451,6 +451,17 @@ Test(virtio_virtq, push_publishes_and_checks_heads, .fini = teardown)
 	fake.head = 3;
 	cr_expect_eq(virtq_push(&q, &fake, 0), -EINVAL, "head never popped");
 	cr_expect_eq(vring_used_idx(&r), 1);
+	/* By head alone (TX): length 0, the same checks. */
+	struct vring_buf rb = {DATA, 16, false};
+	head = vring_add(&r, &rb, 1);
+	cr_assert_eq(virtq_pop(&q, &c), 1);
+	cr_expect_eq(virtq_push_read(&q, c.head), 0);
+	cr_assert_eq(vring_get_used(&r, &id, &len), 1);
+	cr_expect_eq(id, (uint32_t)head);
+	cr_expect_eq(len, 0);
+	cr_expect_eq(virtq_push_read(&q, c.head), -EINVAL, "pushed twice");
+	cr_expect_eq(virtq_push_read(&q, QSIZE), -EINVAL, "head out of range");
+	cr_expect_eq(vring_used_idx(&r), 2);
 }
 
 Test(virtio_virtq, signal_without_event_idx, .fini = teardown)
