@@ -2,7 +2,8 @@
  * The parent half of the jail: validate the config, prepare everything that
  * allocates (BPF, libcap set) before clone3, create the child with a pidfd,
  * write its uid/gid maps, release it, and wait for its setup report. Also
- * the pidfd lifecycle: wait, kill, close, with no zombie on any path.
+ * the pidfd lifecycle: wait, kill, close, with no zombie on any path, and
+ * the fork fallback for where clone3/pidfd_open do not exist (valgrind).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +142,15 @@ static int reap(struct jail_child *c)
 	siginfo_t si;
 	if (c->reaped)
 		return 0;
+	if (c->forked) {
+		int st;
+		while (waitpid(c->pid, &st, 0) < 0)
+			if (errno != EINTR)
+				return -errno;
+		c->status = st;
+		c->reaped = true;
+		return 0;
+	}
 	memset(&si, 0, sizeof(si));
 	while (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED) < 0)
 		if (errno != EINTR)
@@ -180,11 +191,73 @@ static int await_ready(struct jail_plan *p, struct jail_child *c, bool *reported
 		}
 		if (n > 0)
 			return -EPROTO;
-		if (n == 0 || (pfd[1].revents & POLLIN) || errno != EAGAIN) {
+		/* A death pipe (fork fallback) hangs up rather than turning readable. */
+		if (n == 0 || (pfd[1].revents & (POLLIN | POLLHUP)) || errno != EAGAIN) {
 			snprintf(c->failed_stage, sizeof(c->failed_stage), "died");
 			return -ECHILD;
 		}
 	}
+}
+
+static int send_kill(const struct jail_child *c)
+{
+	return c->forked ? kill(c->pid, SIGKILL) : pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+}
+
+/* RINGVM_JAIL_FALLBACK=1: behave as if clone3 and pidfd_open were missing,
+ * so that tests exercise the fork fallback on any kernel. */
+static bool fallback_forced(void)
+{
+	const char *v = getenv("RINGVM_JAIL_FALLBACK");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Fork-like clone3 (no new stack): the child continues in jail_child_main
+ * on a copy of our stack, PID 1 of its namespaces when sandboxed. Returns
+ * the pid (with *pidfd), or -errno. */
+static long clone_pidfd(const struct jail_plan *p, int *pidfd)
+{
+	struct clone_args ca;
+	memset(&ca, 0, sizeof(ca));
+	ca.flags = CLONE_PIDFD | (p->cfg->sandbox ? SANDBOX_NS_FLAGS : 0);
+	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+	ca.exit_signal = SIGCHLD;
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		jail_child_main(p);
+	return pid;
+}
+
+/*
+ * The fallback: a plain fork-like clone() (no namespaces, so unsandboxed
+ * only), which valgrind emulates, watched through a death pipe instead of a
+ * pidfd. The child holds the only write end (ours is closed before anything
+ * else can fork, and it is close-on-exec), so the read end hangs up exactly
+ * when the child has exited. Returns the pid (with *watch_fd), or -errno.
+ */
+static long clone_forked(struct jail_plan *p, int *watch_fd)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	p->death_r = fds[0];
+	p->death_w = fds[1];
+	long pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+	int err = errno;
+	if (pid == 0)
+		jail_child_main(p);
+	close(p->death_w);
+	p->death_w = -1;
+	if (pid < 0) {
+		close(p->death_r);
+		p->death_r = -1;
+		return -err;
+	}
+	*watch_fd = p->death_r;
+	p->death_r = -1;
+	return pid;
 }
 
 int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, struct jail_child *out)
@@ -212,6 +285,8 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 	p.fsize = cfg->max_file_size;
 	p.memlock = cfg->max_memlock;
 	p.release_r = p.release_w = p.status_r = p.status_w = p.parent_pidfd = -1;
+	p.death_r = p.death_w = -1;
+	p.parent_pid = getpid();
 
 	/* The rules are checked in both modes, so a bad allowlist cannot hide
 	 * behind --disable-sandbox runs. */
@@ -242,28 +317,35 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 	}
 	p.status_r = fds[0];
 	p.status_w = fds[1];
-	p.parent_pidfd = pidfd_open(getpid(), 0);
-	if (p.parent_pidfd < 0) {
-		ret = -errno;
-		goto out_pipes;
+	bool fallback = fallback_forced();
+	if (!fallback) {
+		p.parent_pidfd = pidfd_open(getpid(), 0);
+		if (p.parent_pidfd < 0 && errno != ENOSYS) {
+			ret = -errno;
+			goto out_pipes;
+		}
+		fallback = p.parent_pidfd < 0;
 	}
 	build_keep_list(&p, p.status_w);
 
-	/* Fork-like clone3 (no new stack): the child continues here on a copy
-	 * of our stack, PID 1 of its namespaces when sandboxed. */
 	int pidfd = -1;
-	struct clone_args ca;
-	memset(&ca, 0, sizeof(ca));
-	ca.flags = CLONE_PIDFD | (cfg->sandbox ? SANDBOX_NS_FLAGS : 0);
-	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-	ca.exit_signal = SIGCHLD;
-	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	long pid = fallback ? -ENOSYS : clone_pidfd(&p, &pidfd);
+	if (pid == -ENOSYS) {
+		/* Namespaces are not worth weakening silently: the caller says
+		 * so in one line and the user may choose --disable-sandbox. */
+		if (cfg->sandbox) {
+			snprintf(out->failed_stage, sizeof(out->failed_stage), "clone3");
+			ret = -ENOSYS;
+			goto out_pipes;
+		}
+		out->forked = true;
+		pid = clone_forked(&p, &pidfd);
+	}
 	if (pid < 0) {
-		ret = -errno;
+		out->forked = false;
+		ret = (int)pid;
 		goto out_pipes;
 	}
-	if (pid == 0)
-		jail_child_main(&p);
 
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
@@ -297,7 +379,7 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 out_kill:
 	/* The child may be mid-setup or already dead; either way reap it now
 	 * so a failed spawn leaves nothing behind. */
-	pidfd_send_signal(out->pidfd, SIGKILL, NULL, 0);
+	send_kill(out);
 out_reap:
 	if (reap(out) == 0 && out->failed_stage[0] == '\0')
 		snprintf(out->failed_stage, sizeof(out->failed_stage), "died");
@@ -369,7 +451,7 @@ int jail_child_kill(struct jail_child *c)
 		return 0;
 	if (c->pidfd < 0)
 		return -EBADF;
-	if (pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+	if (send_kill(c) < 0 && errno != ESRCH)
 		return -errno;
 	return 0;
 }
@@ -382,7 +464,7 @@ void jail_child_close(struct jail_child *c)
 		/* Kill cannot fail on the pidfd of our own unreaped child, and
 		 * reap retries EINTR: no zombie is left behind. */
 		if (jail_child_kill(c) < 0)
-			pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+			send_kill(c);
 		(void)reap(c);
 	}
 	close(c->pidfd);
