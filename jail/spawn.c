@@ -288,16 +288,34 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 	p.death_r = p.death_w = -1;
 	p.parent_pid = getpid();
 
+	bool fallback = fallback_forced();
+	if (!fallback) {
+		p.parent_pidfd = pidfd_open(getpid(), 0);
+		if (p.parent_pidfd < 0 && errno != ENOSYS)
+			return -errno;
+		fallback = p.parent_pidfd < 0;
+	}
+	if (fallback && cfg->sandbox) {
+		/* Namespaces are not worth weakening silently: the caller says
+		 * so in one line and the user may choose --disable-sandbox. */
+		snprintf(out->failed_stage, sizeof(out->failed_stage), "clone3");
+		return -ENOSYS;
+	}
+
 	/* The rules are checked in both modes, so a bad allowlist cannot hide
-	 * behind --disable-sandbox runs. */
-	scmp_filter_ctx ctx;
-	ret = jail_seccomp_build(cfg->rules, cfg->n_rules, cfg->seccomp_log, &ctx);
-	if (ret < 0)
-		return ret;
-	ret = cfg->sandbox ? jail_seccomp_compile(ctx, &p.bpf) : 0;
-	seccomp_release(ctx);
-	if (ret < 0)
-		return ret;
+	 * behind --disable-sandbox runs; except in the fork fallback, which
+	 * loads no filter and where (under valgrind) libseccomp cannot probe
+	 * seccomp(2) and so rejects every filter. */
+	if (!fallback) {
+		scmp_filter_ctx ctx;
+		ret = jail_seccomp_build(cfg->rules, cfg->n_rules, cfg->seccomp_log, &ctx);
+		if (ret < 0)
+			goto out_pidfd;
+		ret = cfg->sandbox ? jail_seccomp_compile(ctx, &p.bpf) : 0;
+		seccomp_release(ctx);
+		if (ret < 0)
+			goto out_pidfd;
+	}
 	if (cfg->sandbox) {
 		p.empty_caps = cap_init(); /* all three sets empty */
 		if (!p.empty_caps) {
@@ -317,23 +335,12 @@ int jail_spawn(const struct jail_config *cfg, jail_child_fn *fn, void *arg, stru
 	}
 	p.status_r = fds[0];
 	p.status_w = fds[1];
-	bool fallback = fallback_forced();
-	if (!fallback) {
-		p.parent_pidfd = pidfd_open(getpid(), 0);
-		if (p.parent_pidfd < 0 && errno != ENOSYS) {
-			ret = -errno;
-			goto out_pipes;
-		}
-		fallback = p.parent_pidfd < 0;
-	}
 	build_keep_list(&p, p.status_w);
 
 	int pidfd = -1;
 	long pid = fallback ? -ENOSYS : clone_pidfd(&p, &pidfd);
 	if (pid == -ENOSYS) {
-		/* Namespaces are not worth weakening silently: the caller says
-		 * so in one line and the user may choose --disable-sandbox. */
-		if (cfg->sandbox) {
+		if (cfg->sandbox) { /* clone3 missing though pidfd_open is not */
 			snprintf(out->failed_stage, sizeof(out->failed_stage), "clone3");
 			ret = -ENOSYS;
 			goto out_pipes;
@@ -386,8 +393,6 @@ out_reap:
 	close(out->pidfd);
 	out->pidfd = -1;
 out_pipes:
-	if (p.parent_pidfd >= 0)
-		close(p.parent_pidfd);
 	if (p.release_r >= 0)
 		close(p.release_r);
 	if (p.release_w >= 0)
@@ -401,6 +406,9 @@ out_caps:
 		cap_free(p.empty_caps);
 out_bpf:
 	jail_bpf_free(&p.bpf);
+out_pidfd:
+	if (p.parent_pidfd >= 0)
+		close(p.parent_pidfd);
 	return ret;
 }
 
