@@ -101,6 +101,12 @@ void harness_execv(const struct harness_argv *a);
 /* Whether RINGVM_VALGRIND asks for ringvm to run under valgrind. */
 bool harness_valgrind(void);
 /*
+ * Whether every `ringvm run` gets --disable-sandbox: under valgrind, or with
+ * RINGVM_TEST_NO_SANDBOX set (and not "0"; e.g. with RINGVM_JAIL_FALLBACK=1
+ * to run the lifecycle tests through the jail's fork fallback).
+ */
+bool harness_no_sandbox(void);
+/*
  * How much longer ringvm takes here: 1, or under valgrind
  * RINGVM_VALGRIND_SCALE (1..100, default 5). harness_run multiplies a
  * ringvm command's timeout_s by it; tests scale their own waits with it.
