@@ -178,8 +178,7 @@ double harness_timeout_scale(void)
 	return s >= 1 && s <= 100 ? s : 5;
 }
 
-/* Whether a's `ringvm run` asks for the sandbox (no --disable-sandbox before a
- * bare "--" or the kernel; options are all "--x" or "-x" words here). */
+/* Whether a is a `ringvm run` without --disable-sandbox anywhere in it. */
 static bool wants_sandbox(const struct harness_argv *a)
 {
 	if (a->argc < 2 || strcmp(a->argv[1], "run") != 0)
