@@ -42,6 +42,8 @@ struct coro {
 	void *asan_fake;
 	const void *asan_bottom;
 	size_t asan_size;
+	/* valgrind's id for this stack (0 outside valgrind or on a thread stack). */
+	unsigned vg_stack_id;
 };
 
 /* Smallest usable stack coro_stack_create accepts (smaller sizes are raised). */

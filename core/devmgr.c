@@ -27,7 +27,8 @@
 #define RESIZE_TIMEOUT_MS   10000 /* the device first lets its requests in flight finish */
 #define MAX_RULES 128
 #define BASE_KEEP_FDS 4 /* bus, ctl, memfd, stderr */
-#define MAX_KEEP_FDS  (BASE_KEEP_FDS + REGISTRY_MAX_KEEP_FDS)
+/* + 1: the jail's death pipe in its fork fallback (jail_death_fd). */
+#define MAX_KEEP_FDS  (BASE_KEEP_FDS + REGISTRY_MAX_KEEP_FDS + 1)
 
 struct devmgr_dev {
 	const struct registry_entry *entry;
@@ -50,7 +51,7 @@ struct devmgr {
 /* What the unjailed child runs: drop inherited descriptors first, then the device. */
 struct child_arg {
 	struct devproc_args dp;
-	const int *keep;
+	int *keep; /* room for MAX_KEEP_FDS */
 	unsigned nkeep;
 	bool sandbox;
 };
@@ -87,7 +88,10 @@ static int child_main(void *arg)
 	/*
 	 * The jail already closed everything not kept; without it (--disable-sandbox)
 	 * the child would still hold /dev/kvm and the VM fd, so close them here too.
+	 * The keep array is this process's own copy, so it can grow here.
 	 */
+	if (!c->sandbox && jail_death_fd() >= 0 && c->nkeep < MAX_KEEP_FDS)
+		c->keep[c->nkeep++] = jail_death_fd();
 	if (!c->sandbox && keep_only(c->keep, c->nkeep) < 0)
 		return 1;
 	return devproc_main(&c->dp);
@@ -148,6 +152,12 @@ static int spawn_one(struct vm *vm, struct devmgr *m, struct devmgr_dev *d, unsi
 	};
 	struct jail_child child;
 	r = jail_spawn_start(&jc, child_main, &ca, &child);
+	if (r == -ENOSYS && strcmp(child.failed_stage, "clone3") == 0) {
+		log_error("device %s: the sandbox needs clone3 and pidfd_open, which this "
+			  "kernel (or valgrind) lacks; use --disable-sandbox",
+			  d->entry->option);
+		goto err;
+	}
 	if (r < 0) {
 		log_spawn_failure(d->entry->option, r, &child);
 		goto err;
@@ -387,7 +397,7 @@ int devmgr_info(struct vm *vm, unsigned i, struct devmgr_info *out)
 		.option = d->entry->option,
 		.slot = d->has_proxy ? d->proxy.slot : 0,
 		.pid = d->has_proxy ? d->proxy.pid : -1,
-		.pidfd = d->has_proxy ? d->proxy.child.pidfd : -1,
+		.pidfd = d->has_proxy && !d->proxy.child.forked ? d->proxy.child.pidfd : -1,
 		.sandboxed = !vm->cfg->disable_sandbox,
 		.alive = d->has_proxy && !atomic_load(&d->proxy.dead) &&
 			 !atomic_load(&d->proxy.shutting_down),

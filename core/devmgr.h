@@ -50,7 +50,9 @@ struct devmgr_info {
 	const char *option; /* CLI option, e.g. "rng" */
 	unsigned slot;      /* PCI slot on bus 0 */
 	pid_t pid;          /* in ringvm's PID namespace */
-	int pidfd;          /* the process's pidfd (valid until devmgr_destroy), or -1 */
+	/* The process's pidfd (valid until devmgr_destroy), or -1; also -1 for a
+	 * process made by the jail's fork fallback, which has none. */
+	int pidfd;
 	bool sandboxed;     /* jailed (not --disable-sandbox) */
 	bool alive;         /* not known to have died or been shut down */
 };

@@ -84,7 +84,10 @@ static void on_signal(int sig)
 	_exit(128 + sig);
 }
 
-/* Let a forced exit (second signal) kill the device processes. */
+/* Let a forced exit (second signal) kill the device processes. One made by
+ * the jail's fork fallback has no pidfd (info.pidfd -1) and is not killed
+ * by pid here (it may have been reaped and its pid reused): its parent-death
+ * signal, armed on the thread that spawned it, kills it when we _exit. */
 static void arm_forced_exit(struct vm *vm)
 {
 	unsigned n = 0;

@@ -2,7 +2,8 @@
  * The child half of jail_spawn: everything a freshly cloned device process
  * does to itself, in order, before running the device. Only raw syscalls
  * and allocation-free libcap calls happen here: the child is a clone3()
- * copy of the caller that ran no atfork handlers. Why the order is what it
+ * (or, in the fork fallback, clone()) copy of the caller that ran no
+ * atfork handlers. Why the order is what it
  * is: jail/README.md.
  */
 #include <errno.h>
@@ -18,6 +19,14 @@
 #include <sys/syscall.h>
 
 #include "jail/jail_internal.h"
+
+/* Set in the child only (it is a copy of the caller's memory). */
+static int death_fd = -1;
+
+int jail_death_fd(void)
+{
+	return death_fd;
+}
 
 static void report(const struct jail_plan *p, const char *stage, int err)
 {
@@ -99,6 +108,13 @@ static void check_parent(const struct jail_plan *p)
 	int n;
 
 	TRY(p, "pdeathsig", prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+	if (p->parent_pidfd < 0) {
+		/* Fork fallback: never sandboxed, so no PID namespace hides
+		 * the parent; reparenting means it has exited. */
+		if (getppid() != p->parent_pid)
+			_exit(JAIL_EXIT_SETUP);
+		return;
+	}
 	do
 		n = poll(&pfd, 1, 0);
 	while (n < 0 && errno == EINTR);
@@ -257,6 +273,9 @@ static void drop_caps(const struct jail_plan *p)
 _Noreturn void jail_child_main(const struct jail_plan *p)
 {
 	const struct jail_config *cfg = p->cfg;
+	if (p->death_r >= 0)
+		close(p->death_r);
+	death_fd = p->death_w;
 	char mode = wait_release(p);
 
 	if (cfg->sandbox)

@@ -182,7 +182,14 @@ struct jail_config {
 /* A spawned process. Owned by the caller; release with jail_child_close. */
 struct jail_child {
 	pid_t pid;    /* in the caller's PID namespace; -1 if none */
-	int pidfd;    /* -1 once closed */
+	/* A pidfd, or with `forked` the read end of a pipe whose only writer
+	 * is the child: either way pollable, and readable or hung up (POLLIN
+	 * or POLLHUP) once the child has exited. -1 once closed. */
+	int pidfd;
+	/* Made by the fork fallback (no clone3/pidfd_open, e.g. under
+	 * valgrind): reaped with waitpid and signalled by pid, which is safe
+	 * until it is reaped because nothing else may reap it. */
+	bool forked;
 	bool reaped;
 	int status;   /* wait(2)-style status, valid once reaped */
 	/* Sandbox only: true when uid/gid 0 inside map to the configured
@@ -208,6 +215,12 @@ struct jail_child {
  * steps is explained in jail/README.md.
  *
  * Needs Linux >= 5.4 (clone3 with CLONE_PIDFD, pidfd_open, waitid P_PIDFD).
+ * Where those are missing (ENOSYS: valgrind 3.19 implements neither clone3
+ * nor pidfd_open), or when the environment has RINGVM_JAIL_FALLBACK=1 (for
+ * tests), the fork fallback runs instead: without cfg->sandbox the child is
+ * a fork-like clone() watched through a death pipe (out->forked; see
+ * jail_death_fd); with cfg->sandbox jail_spawn fails with -ENOSYS and
+ * out->failed_stage "clone3" rather than start a weaker jail.
  *
  * In both modes the child gets SIGKILL when the calling thread dies, and
  * jail_spawn returns only once the child has finished its setup: 0 with
@@ -246,6 +259,14 @@ JAIL_WUR int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, 
 JAIL_WUR int jail_spawn_finish(struct jail_child *c);
 
 /*
+ * In a child made by the fork fallback: the write end of its death pipe,
+ * which fn must leave open (the parent takes its hang-up as the child's
+ * exit, so closing it early makes the parent reap a live process). -1 in
+ * every other process.
+ */
+int jail_death_fd(void);
+
+/*
  * Wait up to timeout_ms (negative: forever, 0: just check) for the child to
  * exit, and reap it. Returns 0 with *status (wait(2)-style; may be NULL), or
  * -ETIMEDOUT while it still runs, or -errno. Repeated calls after it was
@@ -253,7 +274,8 @@ JAIL_WUR int jail_spawn_finish(struct jail_child *c);
  */
 JAIL_WUR int jail_child_wait(struct jail_child *c, int *status, int timeout_ms);
 
-/* SIGKILL the child through its pidfd. 0 if it is (or was) gone, or -errno. */
+/* SIGKILL the child (through its pidfd, or by pid if forked and not yet
+ * reaped). 0 if it is (or was) gone, or -errno. */
 JAIL_WUR int jail_child_kill(struct jail_child *c);
 
 /*

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <sys/capability.h>
+#include <sys/types.h>
 
 #include "jail/jail.h"
 
@@ -44,7 +45,11 @@ struct jail_plan {
 	/* Pipes and the parent's pidfd; the child closes the ends it does not use. */
 	int release_r, release_w;
 	int status_r, status_w;
-	int parent_pidfd;
+	int parent_pidfd; /* -1 in the fork fallback: the child checks parent_pid */
+	pid_t parent_pid;
+	/* Fork fallback only (else -1): the child's death pipe. The child keeps
+	 * death_w for life; the parent watches death_r for the hang-up. */
+	int death_r, death_w;
 };
 
 /* The child half of jail_spawn. Never returns: exits with fn's status, or

@@ -2,7 +2,8 @@
  * The parent half of the jail: validate the config, prepare everything that
  * allocates (BPF, libcap set) before clone3, create the child with a pidfd,
  * write its uid/gid maps, release it, and wait for its setup report. Also
- * the pidfd lifecycle: wait, kill, close, with no zombie on any path.
+ * the pidfd lifecycle: wait, kill, close, with no zombie on any path, and
+ * the fork fallback for where clone3/pidfd_open do not exist (valgrind).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +142,15 @@ static int reap(struct jail_child *c)
 	siginfo_t si;
 	if (c->reaped)
 		return 0;
+	if (c->forked) {
+		int st;
+		while (waitpid(c->pid, &st, 0) < 0)
+			if (errno != EINTR)
+				return -errno;
+		c->status = st;
+		c->reaped = true;
+		return 0;
+	}
 	memset(&si, 0, sizeof(si));
 	while (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED) < 0)
 		if (errno != EINTR)
@@ -180,11 +191,73 @@ static int await_ready(int status_r, struct jail_child *c, bool *reported)
 		}
 		if (n > 0)
 			return -EPROTO;
-		if (n == 0 || (pfd[1].revents & POLLIN) || errno != EAGAIN) {
+		/* A death pipe (fork fallback) hangs up rather than turning readable. */
+		if (n == 0 || (pfd[1].revents & (POLLIN | POLLHUP)) || errno != EAGAIN) {
 			snprintf(c->failed_stage, sizeof(c->failed_stage), "died");
 			return -ECHILD;
 		}
 	}
+}
+
+static int send_kill(const struct jail_child *c)
+{
+	return c->forked ? kill(c->pid, SIGKILL) : pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+}
+
+/* RINGVM_JAIL_FALLBACK=1: behave as if clone3 and pidfd_open were missing,
+ * so that tests exercise the fork fallback on any kernel. */
+static bool fallback_forced(void)
+{
+	const char *v = getenv("RINGVM_JAIL_FALLBACK");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Fork-like clone3 (no new stack): the child continues in jail_child_main
+ * on a copy of our stack, PID 1 of its namespaces when sandboxed. Returns
+ * the pid (with *pidfd), or -errno. */
+static long clone_pidfd(const struct jail_plan *p, int *pidfd)
+{
+	struct clone_args ca;
+	memset(&ca, 0, sizeof(ca));
+	ca.flags = CLONE_PIDFD | (p->cfg->sandbox ? SANDBOX_NS_FLAGS : 0);
+	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+	ca.exit_signal = SIGCHLD;
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		jail_child_main(p);
+	return pid;
+}
+
+/*
+ * The fallback: a plain fork-like clone() (no namespaces, so unsandboxed
+ * only), which valgrind emulates, watched through a death pipe instead of a
+ * pidfd. The child holds the only write end (ours is closed before anything
+ * else can fork, and it is close-on-exec), so the read end hangs up exactly
+ * when the child has exited. Returns the pid (with *watch_fd), or -errno.
+ */
+static long clone_forked(struct jail_plan *p, int *watch_fd)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	p->death_r = fds[0];
+	p->death_w = fds[1];
+	long pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+	int err = errno;
+	if (pid == 0)
+		jail_child_main(p);
+	close(p->death_w);
+	p->death_w = -1;
+	if (pid < 0) {
+		close(p->death_r);
+		p->death_r = -1;
+		return -err;
+	}
+	*watch_fd = p->death_r;
+	p->death_r = -1;
+	return pid;
 }
 
 int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg,
@@ -214,17 +287,37 @@ int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg
 	p.fsize = cfg->max_file_size;
 	p.memlock = cfg->max_memlock;
 	p.release_r = p.release_w = p.status_r = p.status_w = p.parent_pidfd = -1;
+	p.death_r = p.death_w = -1;
+	p.parent_pid = getpid();
+
+	bool fallback = fallback_forced();
+	if (!fallback) {
+		p.parent_pidfd = pidfd_open(getpid(), 0);
+		if (p.parent_pidfd < 0 && errno != ENOSYS)
+			return -errno;
+		fallback = p.parent_pidfd < 0;
+	}
+	if (fallback && cfg->sandbox) {
+		/* Namespaces are not worth weakening silently: the caller says
+		 * so in one line and the user may choose --disable-sandbox. */
+		snprintf(out->failed_stage, sizeof(out->failed_stage), "clone3");
+		return -ENOSYS;
+	}
 
 	/* The rules are checked in both modes, so a bad allowlist cannot hide
-	 * behind --disable-sandbox runs. */
-	scmp_filter_ctx ctx;
-	ret = jail_seccomp_build(cfg->rules, cfg->n_rules, cfg->seccomp_log, &ctx);
-	if (ret < 0)
-		return ret;
-	ret = cfg->sandbox ? jail_seccomp_compile(ctx, &p.bpf) : 0;
-	seccomp_release(ctx);
-	if (ret < 0)
-		return ret;
+	 * behind --disable-sandbox runs; except in the fork fallback, which
+	 * loads no filter and where (under valgrind) libseccomp cannot probe
+	 * seccomp(2) and so rejects every filter. */
+	if (!fallback) {
+		scmp_filter_ctx ctx;
+		ret = jail_seccomp_build(cfg->rules, cfg->n_rules, cfg->seccomp_log, &ctx);
+		if (ret < 0)
+			goto out_pidfd;
+		ret = cfg->sandbox ? jail_seccomp_compile(ctx, &p.bpf) : 0;
+		seccomp_release(ctx);
+		if (ret < 0)
+			goto out_pidfd;
+	}
 	if (cfg->sandbox) {
 		p.empty_caps = cap_init(); /* all three sets empty */
 		if (!p.empty_caps) {
@@ -244,28 +337,24 @@ int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg
 	}
 	p.status_r = fds[0];
 	p.status_w = fds[1];
-	p.parent_pidfd = pidfd_open(getpid(), 0);
-	if (p.parent_pidfd < 0) {
-		ret = -errno;
-		goto out_pipes;
-	}
 	build_keep_list(&p, p.status_w);
 
-	/* Fork-like clone3 (no new stack): the child continues here on a copy
-	 * of our stack, PID 1 of its namespaces when sandboxed. */
 	int pidfd = -1;
-	struct clone_args ca;
-	memset(&ca, 0, sizeof(ca));
-	ca.flags = CLONE_PIDFD | (cfg->sandbox ? SANDBOX_NS_FLAGS : 0);
-	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-	ca.exit_signal = SIGCHLD;
-	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	long pid = fallback ? -ENOSYS : clone_pidfd(&p, &pidfd);
+	if (pid == -ENOSYS) {
+		if (cfg->sandbox) { /* clone3 missing though pidfd_open is not */
+			snprintf(out->failed_stage, sizeof(out->failed_stage), "clone3");
+			ret = -ENOSYS;
+			goto out_pipes;
+		}
+		out->forked = true;
+		pid = clone_forked(&p, &pidfd);
+	}
 	if (pid < 0) {
-		ret = -errno;
+		out->forked = false;
+		ret = (int)pid;
 		goto out_pipes;
 	}
-	if (pid == 0)
-		jail_child_main(&p);
 
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
@@ -297,14 +386,12 @@ int jail_spawn_start(const struct jail_config *cfg, jail_child_fn *fn, void *arg
 out_kill:
 	/* The child may be mid-setup or already dead; either way reap it now
 	 * so a failed spawn leaves nothing behind. */
-	pidfd_send_signal(out->pidfd, SIGKILL, NULL, 0);
+	send_kill(out);
 	if (reap(out) == 0 && out->failed_stage[0] == '\0')
 		snprintf(out->failed_stage, sizeof(out->failed_stage), "died");
 	close(out->pidfd);
 	out->pidfd = -1;
 out_pipes:
-	if (p.parent_pidfd >= 0)
-		close(p.parent_pidfd);
 	if (p.release_r >= 0)
 		close(p.release_r);
 	if (p.release_w >= 0)
@@ -318,6 +405,9 @@ out_caps:
 		cap_free(p.empty_caps);
 out_bpf:
 	jail_bpf_free(&p.bpf);
+out_pidfd:
+	if (p.parent_pidfd >= 0)
+		close(p.parent_pidfd);
 	return ret;
 }
 
@@ -333,7 +423,7 @@ int jail_spawn_finish(struct jail_child *c)
 	if (ret == 0)
 		return 0;
 	if (!reported) /* else it exits by itself: its status says so */
-		pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+		send_kill(c);
 	if (reap(c) == 0 && c->failed_stage[0] == '\0')
 		snprintf(c->failed_stage, sizeof(c->failed_stage), "died");
 	close(c->pidfd);
@@ -394,7 +484,7 @@ int jail_child_kill(struct jail_child *c)
 		return 0;
 	if (c->pidfd < 0)
 		return -EBADF;
-	if (pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+	if (send_kill(c) < 0 && errno != ESRCH)
 		return -errno;
 	return 0;
 }
@@ -414,7 +504,7 @@ void jail_child_close(struct jail_child *c)
 		/* Kill cannot fail on the pidfd of our own unreaped child, and
 		 * reap retries EINTR: no zombie is left behind. */
 		if (jail_child_kill(c) < 0)
-			pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+			send_kill(c);
 		(void)reap(c);
 	}
 	close(c->pidfd);

@@ -162,16 +162,70 @@ bool harness_valgrind(void)
 	return v && *v && strcmp(v, "0") != 0;
 }
 
-void harness_execv(const struct harness_argv *a)
+static bool runs_ringvm(const struct harness_argv *a)
 {
 	const char *base = strrchr(a->argv[0], '/');
 	base = base ? base + 1 : a->argv[0];
-	if (!harness_valgrind() || strcmp(base, "ringvm") != 0) {
+	return strcmp(base, "ringvm") == 0;
+}
+
+double harness_timeout_scale(void)
+{
+	if (!harness_valgrind())
+		return 1;
+	const char *v = getenv("RINGVM_VALGRIND_SCALE");
+	double s = v ? strtod(v, NULL) : 0;
+	return s >= 1 && s <= 100 ? s : 5;
+}
+
+/* Whether a is a `ringvm run` without --disable-sandbox anywhere in it. */
+static bool wants_sandbox(const struct harness_argv *a)
+{
+	if (a->argc < 2 || strcmp(a->argv[1], "run") != 0)
+		return false;
+	for (int i = 2; i < a->argc; i++)
+		if (strcmp(a->argv[i], "--disable-sandbox") == 0)
+			return false;
+	return true;
+}
+
+bool harness_no_sandbox(void)
+{
+	const char *v = getenv("RINGVM_TEST_NO_SANDBOX");
+	return harness_valgrind() || (v && *v && strcmp(v, "0") != 0);
+}
+
+/* execvp, with --disable-sandbox added to a `ringvm run` that lacks it. */
+static void exec_unsandboxed(const struct harness_argv *a)
+{
+	char *v[HARNESS_MAX_ARGS + 2];
+	int n = 0;
+	bool unjail = wants_sandbox(a);
+	for (int i = 0; i < a->argc; i++) {
+		v[n++] = a->argv[i];
+		if (i == 1 && unjail)
+			v[n++] = "--disable-sandbox";
+	}
+	v[n] = NULL;
+	execvp(v[0], v);
+}
+
+void harness_execv(const struct harness_argv *a)
+{
+	if (!runs_ringvm(a)) {
 		execvp(a->argv[0], a->argv);
 		return;
 	}
-	/* Room for the fixed options, up to 16 words of RINGVM_VALGRIND_OPTS and a's argv. */
-	char *v[8 + 16 + HARNESS_MAX_ARGS + 1], opts[1024];
+	if (!harness_valgrind()) {
+		if (harness_no_sandbox())
+			exec_unsandboxed(a);
+		else
+			execvp(a->argv[0], a->argv);
+		return;
+	}
+	/* Room for the fixed options, up to 16 words of RINGVM_VALGRIND_OPTS,
+	 * --disable-sandbox and a's argv. */
+	char *v[8 + 16 + 1 + HARNESS_MAX_ARGS + 1], opts[1024];
 	int n = 0;
 	v[n++] = "valgrind";
 	v[n++] = "--error-exitcode=99";
@@ -183,8 +237,16 @@ void harness_execv(const struct harness_argv *a)
 	for (char *save = NULL, *w = strtok_r(opts, " ", &save); w && n < 8 + 16;
 	     w = strtok_r(NULL, " ", &save))
 		v[n++] = w;
-	for (int i = 0; i < a->argc; i++)
+	/* valgrind has no clone3, pidfd_open or seccomp(2): device processes
+	 * can only start unsandboxed, through the jail's fork fallback (forced,
+	 * so that valgrind does not warn about the probing syscalls). */
+	bool unjail = wants_sandbox(a);
+	setenv("RINGVM_JAIL_FALLBACK", "1", 1);
+	for (int i = 0; i < a->argc; i++) {
 		v[n++] = a->argv[i];
+		if (i == 1 && unjail)
+			v[n++] = "--disable-sandbox";
+	}
 	v[n] = NULL;
 	execvp(v[0], v);
 }
@@ -238,7 +300,8 @@ int harness_run(const struct harness_argv *argv, const struct harness_opts *opts
 
 	bool reaped = false;
 	int status = 0;
-	double deadline = opts->timeout_s > 0 ? t0 + opts->timeout_s : 0;
+	double scale = runs_ringvm(argv) ? harness_timeout_scale() : 1;
+	double deadline = opts->timeout_s > 0 ? t0 + opts->timeout_s * scale : 0;
 	double drain_until = 0;
 
 	while (pout[0] >= 0 || perr[0] >= 0 || !reaped) {

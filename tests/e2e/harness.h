@@ -91,14 +91,27 @@ const char *harness_result_str(const struct harness_result *r, char *buf, size_t
  * only on failure, errno set). With RINGVM_VALGRIND set (and not "0") a
  * ringvm command runs under valgrind's memcheck instead: exit status 99 on
  * any error or definite/indirect leak, tests/valgrind.supp applied, extra
- * options from RINGVM_VALGRIND_OPTS (space-separated). Device processes
- * are forked without exec and so would run under valgrind too, but
- * valgrind 3.19 implements neither seccomp(2), clone3 nor pidfd_open: under
- * it no device process can start (docs/security.md, "Valgrind").
+ * options from RINGVM_VALGRIND_OPTS (space-separated). valgrind 3.19
+ * implements neither seccomp(2), clone3 nor pidfd_open, so a `ringvm run`
+ * gets --disable-sandbox (if it lacks it) and RINGVM_JAIL_FALLBACK=1: its
+ * device processes start through the jail's fork fallback, as forks that
+ * stay under valgrind (docs/security.md, "Sanitizers and valgrind").
  */
 void harness_execv(const struct harness_argv *a);
 /* Whether RINGVM_VALGRIND asks for ringvm to run under valgrind. */
 bool harness_valgrind(void);
+/*
+ * Whether every `ringvm run` gets --disable-sandbox: under valgrind, or with
+ * RINGVM_TEST_NO_SANDBOX set (and not "0"; e.g. with RINGVM_JAIL_FALLBACK=1
+ * to run the lifecycle tests through the jail's fork fallback).
+ */
+bool harness_no_sandbox(void);
+/*
+ * How much longer ringvm takes here: 1, or under valgrind
+ * RINGVM_VALGRIND_SCALE (1..100, default 5). harness_run multiplies a
+ * ringvm command's timeout_s by it; tests scale their own waits with it.
+ */
+double harness_timeout_scale(void);
 
 /* ---- the probe output protocol ---- */
 

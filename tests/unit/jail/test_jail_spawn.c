@@ -2,12 +2,14 @@
  * jail spawn: the process lifecycle in both modes — pid shape, exit status
  * and setup errors reported back, wait/kill/close through the pidfd, no
  * zombie and no leaked descriptor on any path, and the child dying with
- * its parent.
+ * its parent. Suite jail_fallback runs the unsandboxed cases again through
+ * the fork fallback (forced with RINGVM_JAIL_FALLBACK; valgrind needs it).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/pidfd.h>
@@ -308,3 +310,105 @@ static void split_spawn(bool sandbox)
 
 Test(jail_spawn, sandbox_split_spawn) { split_spawn(true); }
 Test(jail_spawn, no_sandbox_split_spawn) { split_spawn(false); }
+
+/* ---- the fork fallback (no clone3/pidfd_open), forced ---- */
+
+TestSuite(jail_fallback, .timeout = 60);
+
+/* Each Criterion test is its own process, so the variable stays in it. */
+static void force_fallback(void)
+{
+	cr_assert_eq(setenv("RINGVM_JAIL_FALLBACK", "1", 1), 0);
+}
+
+Test(jail_fallback, child_keeps_namespaces) { force_fallback(); pid_shape(false); }
+Test(jail_fallback, setup_error_is_reported) { force_fallback(); setup_error_reported(false); }
+Test(jail_fallback, wait_kill_close) { force_fallback(); wait_kill_close(false); }
+Test(jail_fallback, close_kills_running_child) { force_fallback(); close_running(false); }
+Test(jail_fallback, child_dies_with_parent) { force_fallback(); dies_with_parent(false); }
+
+static int fn_report_death_fd(void *arg)
+{
+	(void)arg;
+	int32_t v = jail_death_fd();
+	probe_send(&v, sizeof(v));
+	probe_block();
+	return 0;
+}
+
+/* The child holds the death pipe's write end, the parent none; the watch
+ * descriptor hangs up only once the child is gone. */
+static void death_pipe(bool forced)
+{
+	struct jail_config cfg = {.sandbox = false};
+	struct probe p;
+	int32_t fd = -2;
+
+	if (forced)
+		force_fallback();
+	cr_assert_eq(probe_start(&cfg, fn_report_death_fd, NULL, &p), 0);
+	cr_expect_eq(p.child.forked, forced);
+	cr_expect_eq(jail_death_fd(), -1, "the parent holds no death pipe");
+	cr_assert_eq(probe_recv(&p, &fd, sizeof(fd), 10000), 0);
+	if (!forced) {
+		cr_expect_eq(fd, -1, "clone3 children have no death pipe");
+		int st = probe_finish(&p, 10000);
+		cr_expect(probe_exited(st, 0), "status %#x", st);
+		return;
+	}
+	cr_expect_geq(fd, 0, "the forked child holds its death pipe");
+	struct pollfd alive = {.fd = p.child.pidfd, .events = POLLIN};
+	cr_expect_eq(poll(&alive, 1, 100), 0, "death pipe signalled while the child runs");
+	cr_assert_eq(jail_child_kill(&p.child), 0);
+	struct pollfd dead = {.fd = p.child.pidfd, .events = POLLIN};
+	cr_expect_eq(poll(&dead, 1, 5000), 1, "death pipe silent after the child died");
+	cr_expect(dead.revents & POLLHUP, "revents %#x", dead.revents);
+	int st = -1;
+	cr_assert_eq(jail_child_wait(&p.child, &st, 10000), 0);
+	cr_expect(probe_signaled(st, SIGKILL), "status %#x", st);
+	pid_t pid = p.child.pid;
+	jail_child_close(&p.child);
+	cr_expect(probe_no_child(pid), "child left as a zombie");
+	close(p.go_w);
+	close(p.res_r);
+}
+
+Test(jail_fallback, death_pipe_held_by_child_only) { death_pipe(true); }
+Test(jail_fallback, normal_path_has_no_death_pipe) { death_pipe(false); }
+
+/* The sandbox is refused, not weakened, and the refusal leaks nothing. */
+Test(jail_fallback, sandbox_refused)
+{
+	force_fallback();
+	int fds_before = probe_count_fds();
+	struct jail_config cfg = {.sandbox = true};
+	struct jail_child c;
+	cr_assert_eq(jail_spawn(&cfg, fn_unreachable, NULL, &c), -ENOSYS);
+	cr_expect_str_eq(c.failed_stage, "clone3");
+	cr_expect_eq(c.pid, -1);
+	cr_expect_eq(c.pidfd, -1);
+	jail_child_close(&c);
+	cr_expect_eq(probe_count_fds(), fds_before, "a refused spawn leaked descriptors");
+}
+
+Test(jail_fallback, repeated_cycles_leak_nothing)
+{
+	force_fallback();
+	int fds_before = probe_count_fds();
+	for (int i = 0; i < 40; i++) {
+		struct jail_config cfg = {.sandbox = false};
+		struct jail_child c;
+		int st;
+		cr_assert_eq(jail_spawn(&cfg, fn_exit_now, NULL, &c), 0, "cycle %d", i);
+		cr_expect(c.forked, "cycle %d", i);
+		cr_assert_eq(jail_child_wait(&c, &st, 10000), 0, "cycle %d", i);
+		cr_expect(probe_exited(st, 0), "cycle %d: status %#x", i, st);
+		pid_t pid = c.pid;
+		jail_child_close(&c);
+		cr_expect(probe_no_child(pid), "cycle %d left a zombie", i);
+	}
+	cr_expect_eq(probe_count_fds(), fds_before, "descriptors leaked over 40 cycles");
+}
+
+/* The VMM's split spawn through the fallback too (how devices start under valgrind). */
+Test(jail_fallback, split_spawn) { force_fallback(); split_spawn(false); }
