@@ -149,6 +149,8 @@ static inline struct qcow2 *qc_of(const struct disk *d)
  * the blk device's ring allows only READV/WRITEV/FSYNC/FALLOCATE). A read
  * that ends at EOF zero-fills; writes count as write steps (test hook). */
 int qc_pread(struct qcow2 *q, struct exec *ex, void *buf, size_t len, uint64_t off) QCOW2_WUR;
+/* The same for iovecs (consumed as they fill); past the end of the file reads zeros. */
+int qc_preadv(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, uint64_t off) QCOW2_WUR;
 int qc_pwrite(struct qcow2 *q, struct exec *ex, const void *buf, size_t len,
               uint64_t off) QCOW2_WUR;
 int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,

@@ -30,13 +30,13 @@ static int step(struct qcow2 *q)
 	return 0;
 }
 
-int qc_pread(struct qcow2 *q, struct exec *ex, void *buf, size_t len, uint64_t off)
+int qc_preadv(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, uint64_t off)
 {
-	size_t done = 0;
-	unsigned spins = 0;
-	while (done < len) {
-		struct iovec v = {(char *)buf + done, len - done};
-		int r = exec_readv(ex, q->fd, &v, 1, off + done);
+	unsigned i = 0, spins = 0;
+	while (i < n && !iov[i].iov_len)
+		i++;
+	while (i < n) {
+		int r = exec_readv(ex, q->fd, iov + i, n - i, off);
 		if (r == -EINTR || r == -EAGAIN) {
 			if (++spins > 8)
 				return -EIO;
@@ -45,12 +45,19 @@ int qc_pread(struct qcow2 *q, struct exec *ex, void *buf, size_t len, uint64_t o
 		if (r < 0)
 			return r;
 		if (r == 0) {
-			memset((char *)buf + done, 0, len - done);
-			break;
+			qc_iov_zero(iov + i, n - i);
+			return 0;
 		}
-		done += (size_t)r;
+		off += (uint64_t)r;
+		i = disk_iov_consume(iov, n, i, (size_t)r);
 	}
 	return 0;
+}
+
+int qc_pread(struct qcow2 *q, struct exec *ex, void *buf, size_t len, uint64_t off)
+{
+	struct iovec v = {buf, len};
+	return qc_preadv(q, ex, &v, 1, off);
 }
 
 int qc_pwritev(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n, uint64_t off)

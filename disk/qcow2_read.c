@@ -29,31 +29,6 @@ static int read_backing(struct disk *d, struct exec *ex, struct iovec *iov, unsi
 	return 0;
 }
 
-static int preadv_host(struct qcow2 *q, struct exec *ex, struct iovec *iov, unsigned n,
-                       uint64_t off)
-{
-	unsigned i = 0, spins = 0;
-	while (i < n && !iov[i].iov_len)
-		i++;
-	while (i < n) {
-		int r = exec_readv(ex, q->fd, iov + i, n - i, off);
-		if (r == -EINTR || r == -EAGAIN) {
-			if (++spins > 8)
-				return -EIO;
-			continue;
-		}
-		if (r < 0)
-			return r;
-		if (r == 0) {
-			qc_iov_zero(iov + i, n - i);
-			return 0;
-		}
-		off += (uint64_t)r;
-		i = disk_iov_consume(iov, n, i, (size_t)r);
-	}
-	return 0;
-}
-
 /* Read [in, in+len) of guest cluster g, whose entry is e, into iov. */
 int qc_read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_t in,
                     struct iovec *iov, unsigned n, uint64_t len)
@@ -74,7 +49,7 @@ int qc_read_seg(struct disk *d, struct exec *ex, uint64_t g, uint64_t e, uint64_
 		int64_t h = qc_host(q, e);
 		if (h < 0)
 			return (int)h;
-		return preadv_host(q, ex, iov, n, (uint64_t)h + in);
+		return qc_preadv(q, ex, iov, n, (uint64_t)h + in);
 	}
 	case QCOW2_COMPRESSED: {
 		uint8_t *buf = qc_alloc_buf(q->cs);
