@@ -55,8 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_RAM1_GPA 0x20000u
 #define FUZZ_RAM1     0x4000u
 
-/* Set up m over a buffer from fuzz_ram_buf() (zeroed by each call). */
-void fuzz_ram_init(struct guest_mem *m);
+/* Set up m over the fuzzers' RAM buffer: zeroed, then the first len bytes
+ * of img (as much as fits) copied to its start. */
+void fuzz_ram_init(struct guest_mem *m, const uint8_t *img, size_t len);
 /* Whether [p, p + len) lies entirely inside m's regions' host memory. */
 int fuzz_ram_contains(const struct guest_mem *m, const void *p, size_t len);
 

@@ -66,9 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (!ex)
 		setup();
-	fuzz_ram_init(&mem);
-	size_t img = size - HDR < mem.map_size ? size - HDR : mem.map_size;
-	memcpy(mem.map, data + HDR, img);
+	fuzz_ram_init(&mem, data + HDR, size - HDR);
 
 	struct virtio_dev *d = dev[(data[1] >> 2) & 1];
 	uint64_t features = d->ops->features | (1ull << VIRTIO_F_VERSION_1);

@@ -10,9 +10,10 @@
 
 static uint8_t ram[FUZZ_RAM0 + FUZZ_RAM1] __attribute__((aligned(4096)));
 
-void fuzz_ram_init(struct guest_mem *m)
+void fuzz_ram_init(struct guest_mem *m, const uint8_t *img, size_t len)
 {
 	memset(ram, 0, sizeof(ram));
+	memcpy(ram, img, len < sizeof(ram) ? len : sizeof(ram));
 	memset(m, 0, sizeof(*m));
 	m->memfd = -1;
 	m->map = ram;

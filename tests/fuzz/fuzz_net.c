@@ -136,9 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (!ex)
 		setup();
-	fuzz_ram_init(&mem);
-	size_t img = size - HDR < mem.map_size ? size - HDR : mem.map_size;
-	memcpy(mem.map, data + HDR, img);
+	fuzz_ram_init(&mem, data + HDR, size - HDR);
 	in = data;
 	frames_left = 3;
 	tx_calls = 0;

@@ -73,11 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < HDR)
 		return 0;
-	fuzz_ram_init(&mem);
-	size_t img = size - HDR;
-	if (img > mem.map_size)
-		img = mem.map_size;
-	memcpy(mem.map, data + HDR, img);
+	fuzz_ram_init(&mem, data + HDR, size - HDR);
 
 	uint16_t qsize = data[0] & 0x80 ? data[0] & 0x7f : (uint16_t)(1u << (data[0] % 9));
 	uint64_t features = 0;
