@@ -1,8 +1,11 @@
 /* Probes for the facilities end-to-end and system tests depend on. */
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/io_uring.h>
 
@@ -69,4 +72,15 @@ bool facility_qemu(void)
 bool facility_qboot(void)
 {
 	return access("/usr/share/qemu/qboot.rom", R_OK) == 0;
+}
+
+int test_sh(const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

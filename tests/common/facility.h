@@ -32,6 +32,9 @@ bool facility_qboot(void);    /* /usr/share/qemu/qboot.rom exists */
  * when every test passed, which fails `make check`: report with cr_log_info().
  */
 
+/* Run a shell command built printf-style; its exit status, or -1 if it did not exit. */
+int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Absolute paths of build products and sources (set by meson). */
 #define BUILD_PATH(rel)  RINGVM_BUILD_DIR "/" rel
 #define SOURCE_PATH(rel) RINGVM_SOURCE_DIR "/" rel

@@ -26,21 +26,10 @@
 
 static char dir[64];
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void setup_dir(void)
 {
-	REQUIRE_FACILITY(sh("qemu-img --version >/dev/null 2>&1") == 0,
+	REQUIRE_FACILITY(test_sh("qemu-img --version >/dev/null 2>&1") == 0,
 	                 "qemu-img (qemu-utils) on PATH");
 	REQUIRE_FACILITY(facility_io_uring(), "io_uring");
 	snprintf(dir, sizeof(dir), "/tmp/ringvm-qi-XXXXXX");
@@ -49,7 +38,7 @@ static void setup_dir(void)
 
 static void rm_dir(void)
 {
-	cr_expect_eq(sh("rm -rf '%s'", dir), 0);
+	cr_expect_eq(test_sh("rm -rf '%s'", dir), 0);
 }
 
 struct job {
@@ -118,7 +107,7 @@ static void expect_reads_as(const char *img, const char *raw)
 /* A 9 MiB source: random, compressible and zero stretches. */
 static void make_source(const char *path)
 {
-	cr_assert_eq(sh("cd %s && head -c 3M /dev/urandom > %s && "
+	cr_assert_eq(test_sh("cd %s && head -c 3M /dev/urandom > %s && "
 	                "yes ringvm-qcow2 | head -c 3M >> %s && truncate -s 9M %s && "
 	                "head -c 100K /dev/urandom | dd of=%s bs=1 seek=8000000 conv=notrunc "
 	                "status=none",
@@ -147,7 +136,7 @@ Test(disk_qcow2_interop, images_from_qemu_img_read_back_exactly, .timeout = 600)
 	setup_dir();
 	make_source("src.raw");
 	for (unsigned i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
-		cr_assert_eq(sh("cd %s && rm -f v.qcow2 && qemu-img convert -O qcow2 %s src.raw v.qcow2 &&"
+		cr_assert_eq(test_sh("cd %s && rm -f v.qcow2 && qemu-img convert -O qcow2 %s src.raw v.qcow2 &&"
 		                " qemu-img convert -O raw v.qcow2 v.raw",
 		                dir, variants[i]),
 		             0, "%s", variants[i]);
@@ -162,7 +151,7 @@ Test(disk_qcow2_interop, images_from_qemu_img_read_back_exactly, .timeout = 600)
 Test(disk_qcow2_interop, two_level_backing_chain, .timeout = 300)
 {
 	setup_dir();
-	cr_assert_eq(sh("cd %s && head -c 3M /dev/urandom > base.raw && "
+	cr_assert_eq(test_sh("cd %s && head -c 3M /dev/urandom > base.raw && "
 	                "qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2 5M && "
 	                "qemu-io -c 'write -P 7 1M 300K' -c 'write -z 2M 64K' mid.qcow2 >/dev/null && "
 	                "qemu-img create -q -f qcow2 -o compat=0.10 -b mid.qcow2 -F qcow2 top.qcow2 && "
@@ -234,7 +223,7 @@ Test(disk_qcow2_interop, random_writes_pass_qemu_img_check_and_compare, .timeout
 	setup_dir();
 	for (unsigned v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
 		/* start from a compressed image over a backing file: every kind of cluster */
-		cr_assert_eq(sh("cd %s && rm -f b.raw w.qcow2 m.raw && head -c 2M /dev/urandom > b.raw && "
+		cr_assert_eq(test_sh("cd %s && rm -f b.raw w.qcow2 m.raw && head -c 2M /dev/urandom > b.raw && "
 		                "qemu-img create -q -f qcow2 %s -b b.raw -F raw w.qcow2 6M && "
 		                "qemu-io -c 'write -P 3 100K 500K' w.qcow2 > /dev/null && "
 		                "qemu-img convert -O raw w.qcow2 m.raw",
@@ -264,8 +253,8 @@ Test(disk_qcow2_interop, random_writes_pass_qemu_img_check_and_compare, .timeout
 		j[0].fn = compare_body;
 		cr_expect_eq(run_job(&j[0]), 0, "%s: reads back as the mirror", variants[v]);
 		disk_close(&d);
-		cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "%s: qemu-img check", variants[v]);
-		cr_expect_eq(sh("qemu-img compare -q '%s' '%s'", img, raw), 0, "%s: compare",
+		cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0, "%s: qemu-img check", variants[v]);
+		cr_expect_eq(test_sh("qemu-img compare -q '%s' '%s'", img, raw), 0, "%s: compare",
 		             variants[v]);
 	}
 	rm_dir();
@@ -310,7 +299,7 @@ static int race_run(struct exec *ex, struct job *j)
 Test(disk_qcow2_interop, racing_writes_allocate_each_cluster_once)
 {
 	setup_dir();
-	cr_assert_eq(sh("cd %s && qemu-img create -q -f qcow2 r.qcow2 1M", dir), 0);
+	cr_assert_eq(test_sh("cd %s && qemu-img create -q -f qcow2 r.qcow2 1M", dir), 0);
 	char img[128];
 	snprintf(img, sizeof(img), "%s/r.qcow2", dir);
 	struct disk d;
@@ -320,9 +309,9 @@ Test(disk_qcow2_interop, racing_writes_allocate_each_cluster_once)
 	struct job j = {.d = &d, .fn = race_run};
 	cr_expect_eq(run_job(&j), 0);
 	disk_close(&d);
-	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0);
+	cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0);
 	/* 8 data clusters + header, refcount table/block, L1, one L2 */
-	cr_expect_eq(sh("test $(qemu-img check --output=json '%s' | grep -c '\"allocated-clusters\": 8') = 1",
+	cr_expect_eq(test_sh("test $(qemu-img check --output=json '%s' | grep -c '\"allocated-clusters\": 8') = 1",
 	                img), 0);
 	rm_dir();
 }
@@ -345,12 +334,12 @@ Test(qcow_tool, create_info_agree_with_qemu_img, .timeout = 300)
 	};
 	need_tool();
 	for (unsigned i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
-		cr_assert_eq(sh("cd %s && rm -f c.qcow2 && %s create -o %s c.qcow2 5M >/dev/null",
+		cr_assert_eq(test_sh("cd %s && rm -f c.qcow2 && %s create -o %s c.qcow2 5M >/dev/null",
 		                dir, QCOW_TOOL, opts[i]),
 		             0, "%s", opts[i]);
-		cr_expect_eq(sh("cd %s && qemu-img check -q c.qcow2", dir), 0, "%s", opts[i]);
+		cr_expect_eq(test_sh("cd %s && qemu-img check -q c.qcow2", dir), 0, "%s", opts[i]);
 		/* virtual size, cluster size, compat, refcount bits: same in both infos */
-		cr_expect_eq(sh("cd %s && qemu-img info --output=json c.qcow2 | grep -E "
+		cr_expect_eq(test_sh("cd %s && qemu-img info --output=json c.qcow2 | grep -E "
 		                "'\"(virtual-size|cluster-size|compat|refcount-bits|lazy-refcounts)\"' | "
 		                "tr -d ' ,' | sort > a && %s info --output=json c.qcow2 | grep -E "
 		                "'\"(virtual-size|cluster-size|compat|refcount-bits|lazy-refcounts)\"' | "
@@ -359,15 +348,15 @@ Test(qcow_tool, create_info_agree_with_qemu_img, .timeout = 300)
 		             0, "%s: info differs", opts[i]);
 	}
 	/* never overwrites; --force does */
-	cr_expect_eq(sh("cd %s && %s create c.qcow2 1M 2>/dev/null", dir, QCOW_TOOL), 1);
-	cr_expect_eq(sh("cd %s && %s create --force c.qcow2 1M >/dev/null", dir, QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("cd %s && %s create c.qcow2 1M 2>/dev/null", dir, QCOW_TOOL), 1);
+	cr_expect_eq(test_sh("cd %s && %s create --force c.qcow2 1M >/dev/null", dir, QCOW_TOOL), 0);
 	/* bad usage: exit 2 with one line */
-	cr_expect_eq(sh("%s create -o cluster_size=3K %s/x 1M 2>/dev/null", QCOW_TOOL, dir), 2);
-	cr_expect_eq(sh("%s create %s/x 12Q 2>/dev/null", QCOW_TOOL, dir), 2);
-	cr_expect_eq(sh("%s frobnicate 2>/dev/null", QCOW_TOOL), 2);
-	cr_expect_eq(sh("%s create --help | grep -q preallocation", QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("%s create -o cluster_size=3K %s/x 1M 2>/dev/null", QCOW_TOOL, dir), 2);
+	cr_expect_eq(test_sh("%s create %s/x 12Q 2>/dev/null", QCOW_TOOL, dir), 2);
+	cr_expect_eq(test_sh("%s frobnicate 2>/dev/null", QCOW_TOOL), 2);
+	cr_expect_eq(test_sh("%s create --help | grep -q preallocation", QCOW_TOOL), 0);
 	/* a backing chain */
-	cr_expect_eq(sh("cd %s && qemu-img create -q -f raw base.raw 3M && %s create -b base.raw "
+	cr_expect_eq(test_sh("cd %s && qemu-img create -q -f raw base.raw 3M && %s create -b base.raw "
 	                "-F raw top.qcow2 >/dev/null && qemu-img info top.qcow2 | grep -q "
 	                "'backing file format: raw' && qemu-img check -q top.qcow2",
 	                dir, QCOW_TOOL),
@@ -378,34 +367,34 @@ Test(qcow_tool, create_info_agree_with_qemu_img, .timeout = 300)
 Test(qcow_tool, check_exit_codes_match_qemu_img, .timeout = 300)
 {
 	need_tool();
-	cr_assert_eq(sh("cd %s && qemu-img create -q -f qcow2 k.qcow2 8M && "
+	cr_assert_eq(test_sh("cd %s && qemu-img create -q -f qcow2 k.qcow2 8M && "
 	                "qemu-io -c 'write 0 1M' k.qcow2 >/dev/null",
 	                dir),
 	             0);
-	cr_expect_eq(sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
 	/* a leak: raise the header cluster's refcount to 2 (first block at 128K) */
-	cr_assert_eq(sh("cd %s && printf '\\000\\002' | dd of=k.qcow2 bs=1 seek=131072 "
+	cr_assert_eq(test_sh("cd %s && printf '\\000\\002' | dd of=k.qcow2 bs=1 seek=131072 "
 	                "conv=notrunc status=none",
 	                dir),
 	             0);
-	int q = sh("cd %s && qemu-img check -q k.qcow2 >/dev/null 2>&1", dir);
+	int q = test_sh("cd %s && qemu-img check -q k.qcow2 >/dev/null 2>&1", dir);
 	cr_expect_eq(q, 3);
-	cr_expect_eq(sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), q);
-	cr_expect_eq(sh("cd %s && %s check -r leaks k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
-	cr_expect_eq(sh("cd %s && qemu-img check -q k.qcow2", dir), 0);
+	cr_expect_eq(test_sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), q);
+	cr_expect_eq(test_sh("cd %s && %s check -r leaks k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("cd %s && qemu-img check -q k.qcow2", dir), 0);
 	/* a corruption: drop the refcount of a data cluster to 0 */
-	cr_assert_eq(sh("cd %s && printf '\\000\\000' | dd of=k.qcow2 bs=1 seek=$((131072 + 2*5)) "
+	cr_assert_eq(test_sh("cd %s && printf '\\000\\000' | dd of=k.qcow2 bs=1 seek=$((131072 + 2*5)) "
 	                "conv=notrunc status=none",
 	                dir),
 	             0);
-	q = sh("cd %s && qemu-img check -q k.qcow2 >/dev/null 2>&1", dir);
+	q = test_sh("cd %s && qemu-img check -q k.qcow2 >/dev/null 2>&1", dir);
 	cr_expect_eq(q, 2);
-	cr_expect_eq(sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), q);
-	cr_expect_eq(sh("cd %s && %s check --output=json k.qcow2 | grep -q corruptions", dir,
+	cr_expect_eq(test_sh("cd %s && %s check k.qcow2 >/dev/null", dir, QCOW_TOOL), q);
+	cr_expect_eq(test_sh("cd %s && %s check --output=json k.qcow2 | grep -q corruptions", dir,
 	                QCOW_TOOL),
 	             0);
-	cr_expect_eq(sh("cd %s && %s check -r all k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
-	cr_expect_eq(sh("cd %s && qemu-img check -q k.qcow2", dir), 0);
+	cr_expect_eq(test_sh("cd %s && %s check -r all k.qcow2 >/dev/null", dir, QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("cd %s && qemu-img check -q k.qcow2", dir), 0);
 	rm_dir();
 }
 
@@ -414,21 +403,21 @@ Test(qcow_tool, check_exit_codes_match_qemu_img, .timeout = 300)
 Test(qcow_tool, repair_refuses_overlapping_metadata, .timeout = 300)
 {
 	need_tool();
-	cr_assert_eq(sh("cd %s && qemu-img create -q -f qcow2 o.qcow2 8M && "
+	cr_assert_eq(test_sh("cd %s && qemu-img create -q -f qcow2 o.qcow2 8M && "
 	                "qemu-io -c 'write 0 64k' o.qcow2 >/dev/null",
 	                dir),
 	             0);
 	/* L1 entry 0 now points at the first refcount block (cluster 2, at 128K) */
-	cr_assert_eq(sh("cd %s && l1=$((0x$(od -An -tx1 -j40 -N8 o.qcow2 | tr -d ' \\n'))) && "
+	cr_assert_eq(test_sh("cd %s && l1=$((0x$(od -An -tx1 -j40 -N8 o.qcow2 | tr -d ' \\n'))) && "
 	                "printf '\\200\\000\\000\\000\\000\\002\\000\\000' | "
 	                "dd of=o.qcow2 bs=1 seek=$l1 conv=notrunc status=none && cp o.qcow2 copy.qcow2",
 	                dir),
 	             0);
-	cr_expect_eq(sh("cd %s && qemu-img check -q o.qcow2 >/dev/null 2>&1", dir), 2);
-	cr_expect_eq(sh("cd %s && %s check o.qcow2 | grep -q 'holds metadata'", dir, QCOW_TOOL), 0);
-	cr_expect_eq(sh("cd %s && %s check -r all o.qcow2 >/dev/null", dir, QCOW_TOOL), 2,
+	cr_expect_eq(test_sh("cd %s && qemu-img check -q o.qcow2 >/dev/null 2>&1", dir), 2);
+	cr_expect_eq(test_sh("cd %s && %s check o.qcow2 | grep -q 'holds metadata'", dir, QCOW_TOOL), 0);
+	cr_expect_eq(test_sh("cd %s && %s check -r all o.qcow2 >/dev/null", dir, QCOW_TOOL), 2,
 	             "overlapping metadata cannot be repaired by refcounts");
-	cr_expect_eq(sh("cd %s && cmp -s o.qcow2 copy.qcow2", dir), 0, "the repair wrote nothing");
+	cr_expect_eq(test_sh("cd %s && cmp -s o.qcow2 copy.qcow2", dir), 0, "the repair wrote nothing");
 	rm_dir();
 }
 
@@ -436,38 +425,38 @@ Test(qcow_tool, convert_and_resize_against_qemu_img, .timeout = 300)
 {
 	need_tool();
 	make_source("s.raw");
-	cr_expect_eq(sh("cd %s && %s convert -O qcow2 s.raw a.qcow2 && qemu-img check -q a.qcow2 && "
+	cr_expect_eq(test_sh("cd %s && %s convert -O qcow2 s.raw a.qcow2 && qemu-img check -q a.qcow2 && "
 	                "qemu-img compare -q s.raw a.qcow2",
 	                dir, QCOW_TOOL),
 	             0);
-	cr_expect_eq(sh("cd %s && %s convert -c -O qcow2 -o cluster_size=4K s.raw c.qcow2 && "
+	cr_expect_eq(test_sh("cd %s && %s convert -c -O qcow2 -o cluster_size=4K s.raw c.qcow2 && "
 	                "qemu-img check -q c.qcow2 && qemu-img compare -q s.raw c.qcow2 && "
 	                "test $(stat -c %%s c.qcow2) -lt $(stat -c %%s a.qcow2)",
 	                dir, QCOW_TOOL),
 	             0, "compressed: smaller and equal");
-	cr_expect_eq(sh("cd %s && %s convert c.qcow2 back.raw && cmp -s back.raw s.raw", dir,
+	cr_expect_eq(test_sh("cd %s && %s convert c.qcow2 back.raw && cmp -s back.raw s.raw", dir,
 	                QCOW_TOOL),
 	             0);
-	cr_expect_eq(sh("cd %s && %s convert c.qcow2 back.raw 2>/dev/null", dir, QCOW_TOOL), 1,
+	cr_expect_eq(test_sh("cd %s && %s convert c.qcow2 back.raw 2>/dev/null", dir, QCOW_TOOL), 1,
 	             "never overwrites");
 	/* grow past what the L1 table holds (512-byte clusters: 32 KiB per L1 entry) */
-	cr_expect_eq(sh("cd %s && qemu-img convert -O qcow2 -o cluster_size=512 s.raw g.qcow2 && "
+	cr_expect_eq(test_sh("cd %s && qemu-img convert -O qcow2 -o cluster_size=512 s.raw g.qcow2 && "
 	                "%s resize g.qcow2 +1G >/dev/null && qemu-img check -q g.qcow2 && "
 	                "qemu-img info --output=json g.qcow2 | grep -q '\"virtual-size\": 1083179008' && "
 	                "qemu-img convert -O raw g.qcow2 g.raw && truncate -s 9M g.raw && "
 	                "cmp -s g.raw s.raw",
 	                dir, QCOW_TOOL),
 	             0, "grow keeps data");
-	cr_expect_eq(sh("cd %s && %s resize g.qcow2 4M 2>/dev/null", dir, QCOW_TOOL), 1);
+	cr_expect_eq(test_sh("cd %s && %s resize g.qcow2 4M 2>/dev/null", dir, QCOW_TOOL), 1);
 	/* --shrink works over unallocated space only: refused over data, fine once discarded */
-	cr_expect_eq(sh("cd %s && %s resize --shrink g.qcow2 4M 2>/dev/null", dir, QCOW_TOOL), 1);
-	cr_expect_eq(sh("cd %s && qemu-io -c 'discard 4M 5M' g.qcow2 >/dev/null && "
+	cr_expect_eq(test_sh("cd %s && %s resize --shrink g.qcow2 4M 2>/dev/null", dir, QCOW_TOOL), 1);
+	cr_expect_eq(test_sh("cd %s && qemu-io -c 'discard 4M 5M' g.qcow2 >/dev/null && "
 	                "%s resize --shrink g.qcow2 4M >/dev/null && "
 	                "qemu-img check -q g.qcow2 && qemu-img info g.qcow2 | grep -q '4 MiB' && "
 	                "qemu-img convert -O raw g.qcow2 g4.raw && head -c 4M s.raw | cmp -s - g4.raw",
 	                dir, QCOW_TOOL),
 	             0, "shrink");
-	cr_expect_eq(sh("cd %s && %s map a.qcow2 | grep -q 'a.qcow2' && %s map --output=json "
+	cr_expect_eq(test_sh("cd %s && %s map a.qcow2 | grep -q 'a.qcow2' && %s map --output=json "
 	                "c.qcow2 | grep -q compressed",
 	                dir, QCOW_TOOL, QCOW_TOOL),
 	             0);

@@ -30,21 +30,10 @@
 
 static char dir[64];
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void setup_in(const char *base)
 {
-	REQUIRE_FACILITY(sh("qemu-img --version >/dev/null 2>&1") == 0,
+	REQUIRE_FACILITY(test_sh("qemu-img --version >/dev/null 2>&1") == 0,
 	                 "qemu-img (qemu-utils) on PATH");
 	REQUIRE_FACILITY(facility_io_uring(), "io_uring");
 	snprintf(dir, sizeof(dir), "%s/ringvm-qw-XXXXXX", base);
@@ -53,7 +42,7 @@ static void setup_in(const char *base)
 
 static void rm_dir(void)
 {
-	cr_expect_eq(sh("rm -rf '%s'", dir), 0);
+	cr_expect_eq(test_sh("rm -rf '%s'", dir), 0);
 }
 
 static const char *path(const char *name)
@@ -134,7 +123,7 @@ static void partial_alloc(const char *base, unsigned version)
 {
 	setup_in(base);
 	const char *img = path("p.qcow2");
-	cr_assert_eq(sh("qemu-img create -q -f qcow2 -o compat=%s '%s' 8M",
+	cr_assert_eq(test_sh("qemu-img create -q -f qcow2 -o compat=%s '%s' 8M",
 	                version == 2 ? "0.10" : "1.1", img), 0);
 	struct disk d;
 	open_rw(&d, img);
@@ -142,19 +131,19 @@ static void partial_alloc(const char *base, unsigned version)
 	disk_close(&d);
 	/* The expected content, built on a raw file by qemu-io, then compared. */
 	const char *raw = path("p.raw");
-	cr_assert_eq(sh("qemu-img create -q -f raw '%s' 8M && qemu-io -f raw "
+	cr_assert_eq(test_sh("qemu-img create -q -f raw '%s' 8M && qemu-io -f raw "
 	                "-c 'write -P 0x11 %u 3000' -c 'write -P 0x22 %u 4096' "
 	                "-c 'write -P 0x33 %u 4096' '%s' >/dev/null",
 	                raw, 5 * CS + 1000, 40 * CS + 512, 60 * CS - 2048, raw), 0);
-	cr_expect_eq(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0,
+	cr_expect_eq(test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0,
 	             "%s: the image does not read as written (v%u)", base, version);
-	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "%s: qemu-img check (v%u)", base,
+	cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0, "%s: qemu-img check (v%u)", base,
 	             version);
 	/* Every data cluster lies inside the file. */
 	struct stat st;
 	cr_assert_eq(stat(img, &st), 0);
 	cr_expect_eq(st.st_size % 512, 0);
-	cr_expect_eq(sh("qemu-img check --output=json '%s' | grep -q '\"image-end-offset\": %lld'",
+	cr_expect_eq(test_sh("qemu-img check --output=json '%s' | grep -q '\"image-end-offset\": %lld'",
 	                img, (long long)st.st_size), 0, "image end offset is not the file size");
 	rm_dir();
 }
@@ -241,12 +230,12 @@ Test(disk_qcow2_write, inplace_write_vs_discard_never_reaches_a_reused_cluster)
 {
 	setup_in("/tmp");
 	const char *img = path("r.qcow2");
-	cr_assert_eq(sh("qemu-img create -q -f qcow2 '%s' 8M", img), 0);
+	cr_assert_eq(test_sh("qemu-img create -q -f qcow2 '%s' 8M", img), 0);
 	struct disk d;
 	open_rw(&d, img);
 	cr_assert_eq(run(race_body, &d), 0);
 	disk_close(&d);
-	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "qemu-img check");
+	cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0, "qemu-img check");
 	rm_dir();
 }
 
@@ -260,17 +249,17 @@ static int noop_body(struct exec *ex, struct disk *d)
 Test(disk_qcow2_write, dirty_image_from_killed_qemu_io_rebuilt_on_open)
 {
 	setup_in("/tmp");
-	REQUIRE_FACILITY(sh("qemu-io --version >/dev/null 2>&1") == 0, "qemu-io (qemu-utils)");
+	REQUIRE_FACILITY(test_sh("qemu-io --version >/dev/null 2>&1") == 0, "qemu-io (qemu-utils)");
 	const char *img = path("d.qcow2");
-	cr_assert_eq(sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 16M && "
+	cr_assert_eq(test_sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 16M && "
 	                "qemu-io -c 'write -P 0x5a 0 512' -c 'write -P 0x33 1M 128k' "
 	                "-c 'sigraise 9' '%s' >/dev/null 2>&1; true", img, img), 0);
-	cr_assert_eq(sh("qemu-img check -q '%s' 2>/dev/null", img), 2,
+	cr_assert_eq(test_sh("qemu-img check -q '%s' 2>/dev/null", img), 2,
 	             "the killed writer left no refcount errors to rebuild");
 	/* qcow-tool opens images from a task: the rebuild's own executor nests in it */
-	cr_assert_eq(sh("cp '%s' '%s.t'", img, img), 0);
-	cr_expect_eq(sh("%s check '%s.t' >/dev/null", QCOW_TOOL, img), 2, "read-only check");
-	cr_expect_eq(sh("%s check -r all '%s.t' >/dev/null && qemu-img check -q '%s.t'", QCOW_TOOL,
+	cr_assert_eq(test_sh("cp '%s' '%s.t'", img, img), 0);
+	cr_expect_eq(test_sh("%s check '%s.t' >/dev/null", QCOW_TOOL, img), 2, "read-only check");
+	cr_expect_eq(test_sh("%s check -r all '%s.t' >/dev/null && qemu-img check -q '%s.t'", QCOW_TOOL,
 	                img, img), 0, "qcow-tool check -r all on a dirty image");
 	struct disk d;
 	open_rw(&d, img);
@@ -279,8 +268,8 @@ Test(disk_qcow2_write, dirty_image_from_killed_qemu_io_rebuilt_on_open)
 	cr_expect_eq(in.incompat & 1, 0, "dirty bit still set after a read-write open");
 	cr_assert_eq(run(noop_body, &d), 0);
 	disk_close(&d);
-	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "qemu-img check after the rebuild");
-	cr_expect_eq(sh("qemu-io -c 'read -P 0x5a 0 512' -c 'read -P 0x33 1M 128k' "
+	cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0, "qemu-img check after the rebuild");
+	cr_expect_eq(test_sh("qemu-io -c 'read -P 0x5a 0 512' -c 'read -P 0x33 1M 128k' "
 	                "-c 'read -P 0x66 192k 4k' '%s' | grep -q Pattern; test $? = 1", img), 0,
 	             "data lost by the rebuild");
 	rm_dir();
@@ -303,29 +292,29 @@ Test(qcow_tool, shrink_only_over_unallocated_space_and_l1_shrinks)
 	setup_in("/tmp");
 	const char *img = path("s.qcow2");
 	/* 512-byte clusters: 64 MiB needs 2048 L1 entries, 32 clusters of L1 table. */
-	cr_assert_eq(sh("%s create -o cluster_size=512 '%s' 64M >/dev/null", QCOW_TOOL, img), 0);
-	cr_assert_eq(sh("qemu-io -c 'write -P 1 100k 8k' -c 'write -P 2 40M 8k' "
+	cr_assert_eq(test_sh("%s create -o cluster_size=512 '%s' 64M >/dev/null", QCOW_TOOL, img), 0);
+	cr_assert_eq(test_sh("qemu-io -c 'write -P 1 100k 8k' -c 'write -P 2 40M 8k' "
 	                "-c 'write -z 50M 4k' '%s' >/dev/null", img), 0);
 	cr_expect_eq(l1_size_of(img), 2048);
 	/* Data past the new end: refused, the image untouched. */
-	cr_assert_eq(sh("cp '%s' '%s.before'", img, img), 0);
-	cr_expect_eq(sh("%s resize --shrink '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1);
-	cr_expect_eq(sh("cmp -s '%s' '%s.before'", img, img), 0, "a refused shrink changed the image");
-	cr_expect_eq(sh("%s resize '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1, "shrink without --shrink");
+	cr_assert_eq(test_sh("cp '%s' '%s.before'", img, img), 0);
+	cr_expect_eq(test_sh("%s resize --shrink '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1);
+	cr_expect_eq(test_sh("cmp -s '%s' '%s.before'", img, img), 0, "a refused shrink changed the image");
+	cr_expect_eq(test_sh("%s resize '%s' 1M 2>/dev/null", QCOW_TOOL, img), 1, "shrink without --shrink");
 	/* Discarded: now it shrinks, the L1 table with it, and nothing leaks. */
-	cr_assert_eq(sh("qemu-io -c 'discard 40M 8k' '%s' >/dev/null", img), 0);
-	cr_expect_eq(sh("%s resize --shrink '%s' 1M >/dev/null", QCOW_TOOL, img), 0);
+	cr_assert_eq(test_sh("qemu-io -c 'discard 40M 8k' '%s' >/dev/null", img), 0);
+	cr_expect_eq(test_sh("%s resize --shrink '%s' 1M >/dev/null", QCOW_TOOL, img), 0);
 	cr_expect_eq(l1_size_of(img), 32);
-	cr_expect_eq(sh("qemu-img check -q '%s'", img), 0, "qemu-img check after the shrink");
-	cr_expect_eq(sh("qemu-img info '%s' | grep -q 'virtual size: 1 MiB'", img), 0);
-	cr_expect_eq(sh("qemu-io -c 'read -P 1 100k 8k' '%s' | grep -q Pattern; test $? = 1", img),
+	cr_expect_eq(test_sh("qemu-img check -q '%s'", img), 0, "qemu-img check after the shrink");
+	cr_expect_eq(test_sh("qemu-img info '%s' | grep -q 'virtual size: 1 MiB'", img), 0);
+	cr_expect_eq(test_sh("qemu-io -c 'read -P 1 100k 8k' '%s' | grep -q Pattern; test $? = 1", img),
 	             0, "data before the new end lost");
 	/* Relative sizes, down to one cluster's worth of L1; and back up again. */
-	cr_expect_eq(sh("%s resize --shrink '%s' -1000K 2>/dev/null", QCOW_TOOL, img), 1,
+	cr_expect_eq(test_sh("%s resize --shrink '%s' -1000K 2>/dev/null", QCOW_TOOL, img), 1,
 	             "-1000K would cut the data at 100K: refused");
-	cr_expect_eq(sh("%s resize '%s' 64M >/dev/null && qemu-img check -q '%s'", QCOW_TOOL, img,
+	cr_expect_eq(test_sh("%s resize '%s' 64M >/dev/null && qemu-img check -q '%s'", QCOW_TOOL, img,
 	                img), 0, "grow after the shrink");
-	cr_expect_eq(sh("qemu-io -c 'read -P 0 40M 8k' -c 'read -P 1 100k 8k' '%s' "
+	cr_expect_eq(test_sh("qemu-io -c 'read -P 0 40M 8k' -c 'read -P 1 100k 8k' '%s' "
 	                "| grep -q Pattern; test $? = 1", img), 0, "contents after growing back");
 	rm_dir();
 }
@@ -337,23 +326,23 @@ Test(qcow_tool, progress_only_when_asked_or_on_a_terminal)
 	setup_in("/tmp");
 	const char *img = path("p.qcow2"), *img2 = path("p2.qcow2");
 	/* -p: the bar (to 100 %) on stderr, stdout as without; neither: stderr empty */
-	cr_assert_eq(sh("%s create -p -o preallocation=full '%s' 8M >%s/o1 2>%s/e1", QCOW_TOOL, img,
+	cr_assert_eq(test_sh("%s create -p -o preallocation=full '%s' 8M >%s/o1 2>%s/e1", QCOW_TOOL, img,
 	                dir, dir), 0);
-	cr_assert_eq(sh("%s create -o preallocation=full '%s' 8M >%s/o2 2>%s/e2 </dev/null",
+	cr_assert_eq(test_sh("%s create -o preallocation=full '%s' 8M >%s/o2 2>%s/e2 </dev/null",
 	                QCOW_TOOL, img2, dir, dir), 0);
-	cr_assert_eq(sh("%s check -p '%s' >%s/o3 2>%s/e3", QCOW_TOOL, img, dir, dir), 0);
-	cr_assert_eq(sh("%s check '%s' >%s/o4 2>%s/e4", QCOW_TOOL, img, dir, dir), 0);
-	cr_assert_eq(sh("%s convert -p -O qcow2 '%s' '%s/c1' >%s/o5 2>%s/e5", QCOW_TOOL, img, dir,
+	cr_assert_eq(test_sh("%s check -p '%s' >%s/o3 2>%s/e3", QCOW_TOOL, img, dir, dir), 0);
+	cr_assert_eq(test_sh("%s check '%s' >%s/o4 2>%s/e4", QCOW_TOOL, img, dir, dir), 0);
+	cr_assert_eq(test_sh("%s convert -p -O qcow2 '%s' '%s/c1' >%s/o5 2>%s/e5", QCOW_TOOL, img, dir,
 	                dir, dir), 0);
-	cr_assert_eq(sh("%s convert -O qcow2 '%s' '%s/c2' >%s/o6 2>%s/e6", QCOW_TOOL, img, dir, dir,
+	cr_assert_eq(test_sh("%s convert -O qcow2 '%s' '%s/c2' >%s/o6 2>%s/e6", QCOW_TOOL, img, dir, dir,
 	                dir), 0);
 	for (int k = 1; k <= 5; k += 2) {
-		cr_expect_eq(sh("grep -q '(100%%)' %s/e%d", dir, k), 0, "no progress bar with -p (%d)", k);
-		cr_expect_eq(sh("test ! -s %s/e%d", dir, k + 1), 0, "a progress bar nobody asked for (%d)",
+		cr_expect_eq(test_sh("grep -q '(100%%)' %s/e%d", dir, k), 0, "no progress bar with -p (%d)", k);
+		cr_expect_eq(test_sh("test ! -s %s/e%d", dir, k + 1), 0, "a progress bar nobody asked for (%d)",
 		             k + 1);
-		cr_expect_eq(sh("grep -q '(100%%)' %s/o%d", dir, k), 1, "the bar leaked to stdout (%d)", k);
+		cr_expect_eq(test_sh("grep -q '(100%%)' %s/o%d", dir, k), 1, "the bar leaked to stdout (%d)", k);
 	}
-	cr_expect_eq(sh("cmp -s %s/o3 %s/o4", dir, dir), 0, "check's output differs with -p");
+	cr_expect_eq(test_sh("cmp -s %s/o3 %s/o4", dir, dir), 0, "check's output differs with -p");
 	rm_dir();
 }
 
@@ -363,17 +352,17 @@ Test(qcow_tool, convert_compressed_zstd_interop)
 {
 	setup_in("/tmp");
 	/* half random (stored plainly), half text (compressed) */
-	cr_assert_eq(sh("cd %s && head -c 2M /dev/urandom > s.raw && "
+	cr_assert_eq(test_sh("cd %s && head -c 2M /dev/urandom > s.raw && "
 	                "yes 'ringvm qcow2 zstd' | head -c 2M >> s.raw", dir), 0);
-	cr_expect_eq(sh("cd %s && %s convert -c -O qcow2 -o compression_type=zstd s.raw z.qcow2 && "
+	cr_expect_eq(test_sh("cd %s && %s convert -c -O qcow2 -o compression_type=zstd s.raw z.qcow2 && "
 	                "qemu-img info z.qcow2 | grep -q 'compression type: zstd' && "
 	                "qemu-img check -q z.qcow2 && qemu-img compare -q s.raw z.qcow2 && "
 	                "qemu-img check z.qcow2 | grep -q '[1-9][0-9.]*%% compressed'",
 	                dir, QCOW_TOOL), 0, "zstd-compressed image from qcow-tool");
-	cr_expect_eq(sh("cd %s && %s create -o compression_type=zstd -f qcow2 e.qcow2 1M >/dev/null && "
+	cr_expect_eq(test_sh("cd %s && %s create -o compression_type=zstd -f qcow2 e.qcow2 1M >/dev/null && "
 	                "qemu-img info e.qcow2 | grep -q 'compression type: zstd' && "
 	                "qemu-img check -q e.qcow2", dir, QCOW_TOOL), 0, "create zstd");
-	cr_expect_eq(sh("cd %s && %s create -o compat=0.10,compression_type=zstd x.qcow2 1M "
+	cr_expect_eq(test_sh("cd %s && %s create -o compat=0.10,compression_type=zstd x.qcow2 1M "
 	                "2>/dev/null", dir, QCOW_TOOL), 2, "zstd needs compat=1.1");
 	rm_dir();
 }
