@@ -195,11 +195,11 @@ bool harness_no_sandbox(void)
 	return harness_valgrind() || (v && *v && strcmp(v, "0") != 0);
 }
 
-/* execvp, with --disable-sandbox added to a `ringvm run` that lacks it. */
-static void exec_unsandboxed(const struct harness_argv *a)
+/* Append a's argv to v from n on, with --disable-sandbox added to a
+ * `ringvm run` that lacks it, then the NULL; execvp v. v has room for
+ * n + a->argc + 2 entries. */
+static void exec_unsandboxed_at(char **v, int n, const struct harness_argv *a)
 {
-	char *v[HARNESS_MAX_ARGS + 2];
-	int n = 0;
 	bool unjail = wants_sandbox(a);
 	for (int i = 0; i < a->argc; i++) {
 		v[n++] = a->argv[i];
@@ -217,9 +217,10 @@ void harness_execv(const struct harness_argv *a)
 		return;
 	}
 	if (!harness_valgrind()) {
-		if (harness_no_sandbox())
-			exec_unsandboxed(a);
-		else
+		if (harness_no_sandbox()) {
+			char *v[HARNESS_MAX_ARGS + 2];
+			exec_unsandboxed_at(v, 0, a);
+		} else
 			execvp(a->argv[0], a->argv);
 		return;
 	}
@@ -240,15 +241,8 @@ void harness_execv(const struct harness_argv *a)
 	/* valgrind has no clone3, pidfd_open or seccomp(2): device processes
 	 * can only start unsandboxed, through the jail's fork fallback (forced,
 	 * so that valgrind does not warn about the probing syscalls). */
-	bool unjail = wants_sandbox(a);
 	setenv("RINGVM_JAIL_FALLBACK", "1", 1);
-	for (int i = 0; i < a->argc; i++) {
-		v[n++] = a->argv[i];
-		if (i == 1 && unjail)
-			v[n++] = "--disable-sandbox";
-	}
-	v[n] = NULL;
-	execvp(v[0], v);
+	exec_unsandboxed_at(v, n, a);
 }
 
 int harness_run(const struct harness_argv *argv, const struct harness_opts *opts,
